@@ -1,0 +1,1 @@
+"""accrue: loyalty, rewards, referral and payments platform."""

@@ -1,0 +1,114 @@
+"""The SQLite unit of work: one transaction, events into the outbox table in that same transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from accrue.adapters.sqlite.codec import dumps
+from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.repositories import (
+    SqliteImportRepository,
+    SqliteLedgerRepository,
+    SqliteMemberRepository,
+    SqliteNotificationRepository,
+    SqliteOrderRepository,
+    SqliteOutboxRepository,
+    SqliteScheduleRunRepository,
+)
+from accrue.domain.events import Event
+from accrue.ports import UnitOfWork
+
+Subscribers = Callable[[str], Sequence[str]]
+
+
+class SqliteUnitOfWork(UnitOfWork):
+    """``with uow: ... uow.commit()``; leaving the block without commit rolls back.
+
+    A write unit of work holds the database's in-process writer lock from ``__enter__`` until
+    commit or rollback and starts with ``BEGIN IMMEDIATE``, so reads inside it see the latest state
+    and no two writers interleave (no lost updates). A read-only one takes no lock.
+    """
+
+    outbox: SqliteOutboxRepository
+
+    def __init__(
+        self,
+        db: Database,
+        subscribers: Subscribers,
+        *,
+        readonly: bool = False,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.subscribers = subscribers
+        self.readonly = readonly
+        self.on_commit = on_commit
+        self.conn: sqlite3.Connection | None = None
+        self._locked = False
+
+    def __enter__(self) -> SqliteUnitOfWork:
+        conn = self.db.connection()
+        if conn.in_transaction:
+            raise RuntimeError("a unit of work is already open on this thread")
+        if self.readonly:
+            conn.execute("BEGIN")
+        else:
+            self.db.write_lock.acquire()
+            self._locked = True
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self._release()
+                raise
+        self.conn = conn
+        self.members = SqliteMemberRepository(conn)
+        self.ledger = SqliteLedgerRepository(conn)
+        self.orders = SqliteOrderRepository(conn)
+        self.notifications = SqliteNotificationRepository(conn)
+        self.outbox = SqliteOutboxRepository(conn)
+        self.imports = SqliteImportRepository(conn)
+        self.schedule_runs = SqliteScheduleRunRepository(conn)
+        return self
+
+    def _commit(self, events: Sequence[Event]) -> None:
+        if self.conn is None:
+            raise RuntimeError("commit outside the unit of work")
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        now = datetime.now(UTC)
+        wrote_outbox = False
+        for event in events:
+            handlers = self.subscribers(event.name)
+            if not handlers:
+                continue
+            payload = dumps(event.to_dict())
+            for handler in handlers:
+                self.outbox.add(event.event_id, event.name, handler, payload, now)
+                wrote_outbox = True
+        self.conn.execute("COMMIT")
+        self.conn = None
+        self._release()
+        if wrote_outbox and self.on_commit is not None:
+            self.on_commit()
+
+    def rollback(self) -> None:
+        if self.conn is not None:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.conn = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._locked:
+            self._locked = False
+            self.db.write_lock.release()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open transaction's connection, for repositories of feature modules."""
+        if self.conn is None:
+            raise RuntimeError("the unit of work is not open")
+        return self.conn

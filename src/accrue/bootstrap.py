@@ -1,0 +1,144 @@
+"""The composition root: the only place that chooses and builds adapters.
+
+``bootstrap(settings, **overrides)`` wires the same handlers to SQLite (one machine) or, later, to
+the AWS adapters. Entrypoints receive the finished ``Application`` and never build adapters.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from accrue.adapters.local.templates import JinjaRenderer
+from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
+from accrue.adapters.sqlite.unit_of_work import SqliteUnitOfWork
+from accrue.config import Settings
+from accrue.domain import commands
+from accrue.domain.schedules import DAILY_TIER_REVIEW
+from accrue.ports import IdempotencyStore, UnitOfWork
+from accrue.service_layer import handlers, notifications
+from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
+from accrue.service_layer.messagebus import MessageBus
+from accrue.service_layer.outbox_worker import OutboxWorker
+from accrue.service_layer.scheduler import Scheduler
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def inject(handler: Callable[..., Any], dependencies: Mapping[str, Any]) -> Callable[..., Any]:
+    """Bind the handler's keyword dependencies by parameter name (message and uow stay positional)."""
+    params = inspect.signature(handler).parameters
+    bound = {name: dep for name, dep in dependencies.items() if name in params}
+    return functools.partial(handler, **bound) if bound else handler
+
+
+@dataclass
+class Application:
+    settings: Settings
+    bus: MessageBus
+    idempotency: IdempotencyStore
+    clock: Callable[[], datetime]
+    worker: OutboxWorker
+    database: Database | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+    dead_letter_sources: dict[str, DeadLetterSource] = field(default_factory=dict)
+
+    def start_background(self) -> None:
+        if self.settings.workers_enabled:
+            self.worker.start()
+        for name, service in self.services.items():
+            if name == "scheduler" and not self.settings.scheduler_enabled:
+                continue
+            if name != "scheduler" and not self.settings.workers_enabled:
+                continue
+            start = getattr(service, "start", None)
+            if callable(start):
+                start()
+
+    def stop_background(self) -> None:
+        for service in self.services.values():
+            stop = getattr(service, "stop", None)
+            if callable(stop):
+                stop()
+        self.worker.stop()
+
+    def close(self) -> None:
+        self.stop_background()
+        if self.database is not None:
+            self.database.close()
+
+
+def event_handler_table() -> dict[str, dict[str, Any]]:
+    """event name -> {stable handler name -> handler}. Names are stored in the outbox."""
+    return {
+        "TierUpgraded": {"notify_tier_upgraded": notifications.notify_tier_upgraded},
+        "MilestonesReached": {"notify_milestones_reached": notifications.notify_milestones_reached},
+    }
+
+
+def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application:
+    settings = settings or Settings()
+    clock: Callable[[], datetime] = overrides.get("clock", utc_now)
+    renderer = overrides.get("renderer") or JinjaRenderer()
+
+    database = overrides.get("database") or Database(settings.db, synchronous=settings.sqlite_synchronous)
+    database.migrate()
+
+    bus_ref: dict[str, MessageBus] = {}
+    worker_ref: dict[str, OutboxWorker] = {}
+
+    def uow_factory(readonly: bool = False) -> UnitOfWork:
+        worker = worker_ref.get("worker")
+        return SqliteUnitOfWork(
+            database,
+            bus_ref["bus"].subscribers,
+            readonly=readonly,
+            on_commit=worker.wake if worker is not None else None,
+        )
+
+    dependencies: dict[str, Any] = {
+        "clock": clock,
+        "renderer": renderer,
+        "settings": handlers.Settings(welcome_bonus_points=settings.welcome_bonus_points),
+        "uow_factory": uow_factory,
+    }
+    dependencies.update(overrides.get("dependencies", {}))
+
+    command_table: dict[type[commands.Command], Any] = dict(handlers.COMMAND_HANDLERS)
+    command_handlers = {cmd: inject(h, dependencies) for cmd, h in command_table.items()}
+    event_handlers = {
+        name: {handler_name: inject(h, dependencies) for handler_name, h in table.items()}
+        for name, table in event_handler_table().items()
+    }
+    bus = MessageBus(uow_factory, command_handlers, event_handlers)
+    bus_ref["bus"] = bus
+    worker = OutboxWorker(
+        bus,
+        clock,
+        max_attempts=settings.outbox_max_attempts,
+        base_delay_seconds=settings.outbox_base_delay_seconds,
+        poll_seconds=settings.outbox_poll_seconds,
+    )
+    worker_ref["worker"] = worker
+    idempotency = SqliteIdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds)
+    application = Application(
+        settings=settings,
+        bus=bus,
+        idempotency=idempotency,
+        clock=clock,
+        worker=worker,
+        database=database,
+    )
+    application.dead_letter_sources["outbox"] = OutboxDeadLetters(bus, clock, worker.wake)
+
+    scheduler = Scheduler(uow_factory, clock)
+    scheduler.register(DAILY_TIER_REVIEW, lambda due: bus.handle(commands.ReviewTiers()))
+    application.services["scheduler"] = scheduler
+    return application

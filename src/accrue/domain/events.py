@@ -1,0 +1,107 @@
+"""Domain events: facts in the past tense. Serialised to the outbox as JSON-compatible dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from accrue.domain.ids import new_id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    event_id: str = field(default_factory=lambda: new_id("evt"))
+    occurred_at: datetime = field(default_factory=_now)
+    registry: ClassVar[dict[str, type[Event]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Event.registry[cls.__name__] = cls
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["occurred_at"] = self.occurred_at.isoformat()
+        return data
+
+    @staticmethod
+    def from_dict(name: str, data: dict[str, Any]) -> Event:
+        cls = Event.registry[name]
+        values = dict(data)
+        values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
+        for f in dataclasses.fields(cls):
+            if f.name in values and isinstance(values[f.name], list):
+                values[f.name] = tuple(values[f.name])
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserCreated(Event):
+    user_id: str
+    email: str
+    referral_code: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointsEarned(Event):
+    user_id: str
+    transfer_id: str
+    points: int
+    reason: str
+    reference: str
+    balance: int
+    lifetime: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointsRedeemed(Event):
+    user_id: str
+    transfer_id: str
+    points: int
+    balance: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierUpgraded(Event):
+    user_id: str
+    old_tier: str
+    new_tier: str
+    points: int
+    lifetime: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierDowngraded(Event):
+    user_id: str
+    old_tier: str
+    new_tier: str
+    lifetime: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MilestonesReached(Event):
+    user_id: str
+    milestones: tuple[int, ...]
+    points: int
+    lifetime: int
+    tier: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCreated(Event):
+    order_id: str
+    user_id: str
+    amount: str
+    currency: str
+    categories: tuple[str, ...] = ()
+    base_points: int = 0
+    first_order: bool = False

@@ -1,0 +1,97 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from accrue.bootstrap import Application
+from accrue.entrypoints.api import errors
+from accrue.entrypoints.api.routers import loyalty, system
+from accrue.entrypoints.api.security import TokenBucket
+
+# Every router module of the API (each exposes ``api``), in the order they appear in the docs.
+ROUTERS = (system, loyalty)
+
+DESCRIPTION = """
+Loyalty, rewards, referral and payments platform.
+
+Every response is an envelope: `{"success": true, "data": ...}` or
+`{"success": false, "error": {"code", "message", "details"}}`.
+Authenticate with `Authorization: Bearer <JWT>` (HS256; claims `sub`, `role`, `exp`).
+Every POST accepts an `Idempotency-Key` header.
+"""
+
+
+class BodySizeLimit:
+    """Refuse bodies over the limit with 413 before the application reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await self._refuse(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise errors.ApiError(413, f"body larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = errors.error_response(
+            413, f"body larger than {self.max_bytes} bytes", details={"limitBytes": self.max_bytes}
+        )
+        await response(scope, receive, send)
+
+
+def create_app(application: Application, *, run_background: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_background:
+            application.start_background()
+        try:
+            yield
+        finally:
+            if run_background:
+                application.stop_background()
+
+    app = FastAPI(
+        title="accrue",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.application = application
+    settings = application.settings
+    app.state.rate_limiter = (
+        TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst)
+        if settings.rate_limit_per_second > 0
+        else None
+    )
+    errors.install(app)
+    for module in ROUTERS:
+        app.include_router(module.api)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,136 @@
+"""Every error becomes the same envelope; domain errors map to HTTP statuses here and only here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from accrue.domain.errors import Conflict, DomainError, InvalidInput, NotFound, RuleViolation
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "UNPROCESSABLE",
+    429: "RATE_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+}
+
+
+class ApiError(Exception):
+    """An error raised by the HTTP layer itself (auth, rate limit, idempotency)."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code or STATUS_CODES.get(status_code, "ERROR")
+        self.message = message
+        self.details = details or {}
+        self.headers = headers
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code,
+        content={
+            "success": False,
+            "error": {
+                "code": code or STATUS_CODES.get(status_code, "ERROR"),
+                "message": message,
+                "details": details or {},
+            },
+        },
+        headers=headers,
+    )
+
+
+def domain_status(exc: DomainError) -> int:
+    if isinstance(exc, InvalidInput):
+        return 400
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, RuleViolation):
+        return 422
+    return 400
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    name = ""
+    for part in parts:
+        name += f"[{part}]" if part.isdigit() else (f".{part}" if name else part)
+    return name or "body"
+
+
+def validation_details(exc: RequestValidationError) -> dict[str, Any]:
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        rule = err.get("msg", "is invalid")
+        if err.get("type") == "missing":
+            rule = "is required"
+        elif err.get("type") == "json_invalid":
+            rule = "is not valid JSON"
+        errors.append({"field": _field_name(loc), "rule": rule})
+    return {"errors": errors}
+
+
+def to_response(exc: Exception) -> JSONResponse:
+    """Map any exception to the envelope (used by handlers and by the idempotency wrapper)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status_code, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
+    if isinstance(exc, DomainError):
+        return error_response(domain_status(exc), exc.message, details=exc.details)
+    if isinstance(exc, RequestValidationError):
+        details = validation_details(exc)
+        first = details["errors"][0] if details["errors"] else {"field": "body", "rule": "is invalid"}
+        return error_response(400, f"{first['field']}: {first['rule']}", details=details)
+    if isinstance(exc, StarletteHTTPException):
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, str(exc.detail), headers=headers)
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error")
+
+
+async def handle_any(request: Request, exc: Exception) -> JSONResponse:
+    return to_response(exc)
+
+
+def install(app: Any) -> None:
+    for exc_type in (
+        ApiError,
+        DomainError,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, handle_any)

@@ -1,0 +1,95 @@
+"""``Idempotency-Key`` on every POST, with Stripe's semantics, as a route class.
+
+Same key and same body: the first response is replayed and nothing is applied again. Same key with
+another body: 422 IDEMPOTENCY_MISMATCH. A request while the first one with that key is still
+running: 409. Keys are scoped to the token subject and kept at least 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+
+from accrue.entrypoints.api.errors import error_response, to_response
+from accrue.entrypoints.api.security import decode_token
+from accrue.ports import InProgress, Mismatch, Replay
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+class IdempotentRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            key = request.headers.get(HEADER)
+            if request.method != "POST" or key is None:
+                return await original(request)
+            if not key or len(key) > MAX_KEY_LENGTH:
+                return error_response(
+                    400,
+                    f"{HEADER}: must be 1 to {MAX_KEY_LENGTH} characters",
+                    details={"field": HEADER, "rule": f"1 to {MAX_KEY_LENGTH} characters"},
+                )
+            application = request.app.state.application
+            scope = _scope(request, application.settings.jwt_secret)
+            if scope is None:
+                # Unauthenticated: let the route's own auth answer 401 without touching the store.
+                return await original(request)
+            body = await request.body()
+            digest = hashlib.sha256(
+                request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
+            ).hexdigest()
+            store = application.idempotency
+            outcome = await run_in_threadpool(store.begin, scope, key, digest, application.clock())
+            if isinstance(outcome, Replay):
+                return Response(
+                    content=outcome.body,
+                    status_code=outcome.status_code,
+                    media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            if isinstance(outcome, Mismatch):
+                return error_response(
+                    422,
+                    f"{HEADER} was already used with a different request",
+                    code="IDEMPOTENCY_MISMATCH",
+                    details={"field": HEADER},
+                )
+            if isinstance(outcome, InProgress):
+                return error_response(
+                    409,
+                    f"a request with this {HEADER} is still in progress",
+                    details={"field": HEADER},
+                )
+            try:
+                response = await original(request)
+            except Exception as exc:  # noqa: BLE001 - mapped to the envelope so the outcome can be stored
+                response = to_response(exc)
+            if response.status_code >= 500 or response.status_code == 429:
+                # Nothing was applied (or we cannot tell): let the client retry with the same key.
+                await run_in_threadpool(store.release, scope, key)
+                return response
+            content = bytes(response.body)
+            await run_in_threadpool(store.complete, scope, key, response.status_code, content, application.clock())
+            return response
+
+        return handler
+
+
+def _scope(request: Request, secret: str) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        principal = decode_token(secret, token)
+    except Exception:  # noqa: BLE001 - a bad token is the route's to refuse with 401
+        return None
+    return f"{principal.role}:{principal.sub}"

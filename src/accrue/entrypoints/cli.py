@@ -1,0 +1,186 @@
+"""The ``accrue`` command line: serve, token, ledger, points, dead-letters ..."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from accrue.config import DEVELOPMENT_JWT_SECRET, Settings
+
+cli = typer.Typer(help="accrue: loyalty, rewards, referrals and payments.", no_args_is_help=True)
+ledger_cli = typer.Typer(help="Inspect the points ledger.", no_args_is_help=True)
+points_cli = typer.Typer(help="Bulk point operations.", no_args_is_help=True)
+dead_cli = typer.Typer(help="Inspect and re-drive dead letters (event outbox and queues).", no_args_is_help=True)
+cli.add_typer(ledger_cli, name="ledger")
+cli.add_typer(points_cli, name="points")
+cli.add_typer(dead_cli, name="dead-letters")
+
+console = Console(stderr=True)
+DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite file (default: ACCRUE_DB or var/accrue.db)")]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def build(db: Path | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+    from accrue.bootstrap import bootstrap
+
+    return bootstrap(load_settings(db=db, **overrides))
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0 picks a free one)")] = None,
+    db: DbOption = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the HTTP API with the outbox worker and the scheduler in-process."""
+    import uvicorn
+
+    from accrue.entrypoints.api.app import create_app
+    from accrue.entrypoints.api.security import Role, issue_token
+
+    application = build(db=db, host=host, port=port)
+    settings = application.settings
+    app = create_app(application, run_background=True)
+    url = f"http://{settings.host}:{settings.port}"
+    if settings.env != "production":
+        token = issue_token(settings.jwt_secret, sub="admin", role=Role.ADMIN, ttl_seconds=7 * 86_400)
+        dev_note = " (built-in development secret)" if settings.jwt_secret == DEVELOPMENT_JWT_SECRET else ""
+        print(f"accrue serving {url}  database {settings.db}", flush=True)
+        print(f"API docs: {url}/docs   OpenAPI: {url}/openapi.json", flush=True)
+        print(f"Development admin token{dev_note}, valid 7 days:\n{token}", flush=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@cli.command()
+def token(
+    role: Annotated[str, typer.Option(help="admin | service | member")],
+    sub: Annotated[str, typer.Option(help="Subject: a user id for members, a client name otherwise")],
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Print a signed JWT (uses ACCRUE_JWT_SECRET)."""
+    from accrue.entrypoints.api.security import Role, issue_token
+
+    if role not in {r.value for r in Role}:
+        console.print(f"[red]role must be one of admin, service, member, not {role!r}[/red]")
+        raise typer.Exit(2)
+    settings = load_settings()
+    print(issue_token(settings.jwt_secret, sub=sub, role=role, ttl_seconds=ttl))
+
+
+@ledger_cli.command("check")
+def ledger_check(db: DbOption = None) -> None:
+    """Verify every stored balance equals the sum of its postings and the ledger balances."""
+    application = build(db=db)
+    problems = application.bus.query(lambda uow: uow.ledger.check())
+    if problems:
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]")
+        raise typer.Exit(1)
+    print("ledger OK: every balance equals the sum of its postings; all accounts sum to zero")
+
+
+@points_cli.command("import")
+def points_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    db: DbOption = None,
+    chunk_size: Annotated[int, typer.Option(help="Rows per transaction")] = 5000,
+) -> None:
+    """Award points in bulk from a CSV (userId,points,reason); resumable and idempotent per file."""
+    from accrue.service_layer.imports import import_points
+
+    application = build(db=db)
+    total = _count_lines(file)
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task("import", total=total)
+        report = import_points(
+            application.bus.uow_factory,
+            file,
+            application.clock,
+            chunk_size=chunk_size,
+            progress=lambda rows: progress.update(task, completed=rows),
+        )
+    application.worker.drain()
+    print(
+        json.dumps(
+            {
+                "file": str(file),
+                "sha256": report.file_sha256,
+                "alreadyCompleted": report.already_completed,
+                "rows": report.rows,
+                "awarded": report.awarded,
+                "skipped": report.skipped,
+                "rejected": [{"line": line, "reason": reason} for line, reason in report.rejected],
+            }
+        )
+    )
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return max(sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b"")) - 1, 0)
+
+
+@dead_cli.command("list")
+def dead_letters_list(db: DbOption = None, limit: int = 100) -> None:
+    """List dead letters from every source."""
+    from accrue.service_layer import dead_letters
+
+    application = build(db=db)
+    items = dead_letters.list_all(application, limit)
+    table = Table("id", "name", "handler", "attempts", "last error")
+    for item in items:
+        table.add_row(item.id, item.name, item.handler or "", str(item.attempts), (item.last_error or "")[:80])
+    Console().print(table)
+
+
+@dead_cli.command("redrive")
+def dead_letters_redrive(dead_letter_id: Annotated[str, typer.Argument(metavar="ID")], db: DbOption = None) -> None:
+    """Put a dead letter back for another attempt."""
+    from accrue.service_layer import dead_letters
+
+    application = build(db=db)
+    if not dead_letters.redrive(application, dead_letter_id):
+        console.print(f"[red]no dead letter {dead_letter_id}[/red]")
+        raise typer.Exit(1)
+    application.worker.drain()
+    print(f"redriven {dead_letter_id}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()
+
+
+if __name__ == "__main__":
+    main()

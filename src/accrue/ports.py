@@ -1,0 +1,251 @@
+"""Ports: what the service layer needs from the outside world. Adapters implement them."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from accrue.domain.events import Event
+from accrue.domain.ledger import Transfer
+from accrue.domain.members import Member
+from accrue.domain.notifications import Notification
+from accrue.domain.orders import Order
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None = None
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class MemberRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, member: Member) -> None:
+        """Insert a new member; a taken email or referral code raises Conflict."""
+
+    @abc.abstractmethod
+    def get(self, user_id: str) -> Member | None: ...
+
+    @abc.abstractmethod
+    def get_by_email(self, email: str) -> Member | None: ...
+
+    @abc.abstractmethod
+    def get_by_referral_code(self, code: str) -> Member | None: ...
+
+    @abc.abstractmethod
+    def get_many(self, user_ids: Sequence[str]) -> list[Member]: ...
+
+    @abc.abstractmethod
+    def save(self, member: Member) -> None:
+        """Persist changed fields and append the member's new transfers (version-guarded)."""
+
+    @abc.abstractmethod
+    def iter_ids(self, batch_size: int = 500) -> Iterator[str]: ...
+
+
+class LedgerRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, transfer_id: str) -> Transfer | None: ...
+
+    @abc.abstractmethod
+    def history(self, member_id: str, limit: int, cursor: str | None) -> Page[Transfer]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def existing_ids(self, transfer_ids: Sequence[str]) -> set[str]: ...
+
+    @abc.abstractmethod
+    def append_many(self, transfers: Sequence[Transfer]) -> None:
+        """Bulk append (used by imports); each transfer id may appear once, ever."""
+
+    @abc.abstractmethod
+    def check(self) -> list[str]:
+        """Every inconsistency between stored balances and postings; empty when all is well."""
+
+
+class OrderRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, order: Order) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, order_id: str) -> Order | None: ...
+
+    @abc.abstractmethod
+    def list(self, user_id: str | None, status: str | None, limit: int, cursor: str | None) -> Page[Order]: ...
+
+    @abc.abstractmethod
+    def count_for_user(self, user_id: str) -> int: ...
+
+
+class NotificationRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, notification: Notification, dedupe_key: str) -> bool:
+        """Store once per de-duplication key; False when it was already there."""
+
+    @abc.abstractmethod
+    def list(self, user_id: str | None, limit: int, cursor: str | None) -> Page[Notification]: ...
+
+
+class ImportRepository(abc.ABC):
+    """Progress of bulk point imports, one per file (by SHA-256)."""
+
+    @abc.abstractmethod
+    def start(self, file_sha256: str, file_name: str, now: datetime) -> tuple[str, int]:
+        """(status, last line already done), creating the record if new."""
+
+    @abc.abstractmethod
+    def record_progress(self, file_sha256: str, last_line: int, awarded: int, skipped: int, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def finish(self, file_sha256: str, now: datetime) -> None: ...
+
+
+class ScheduleRunRepository(abc.ABC):
+    @abc.abstractmethod
+    def last_fire(self, name: str) -> datetime | None: ...
+
+    @abc.abstractmethod
+    def record(self, name: str, fire_at: datetime, status: str, error: str | None) -> None: ...
+
+
+@dataclass(slots=True)
+class OutboxMessage:
+    message_id: int
+    event_id: str
+    event_name: str
+    handler: str
+    payload: dict[str, Any]
+    attempts: int
+    status: str
+    last_error: str | None = None
+    created_at: datetime | None = None
+
+
+class OutboxRepository(abc.ABC):
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[OutboxMessage]:
+        """Lease up to ``limit`` due messages so no other worker takes them meanwhile."""
+
+    @abc.abstractmethod
+    def get(self, message_id: int) -> OutboxMessage | None: ...
+
+    @abc.abstractmethod
+    def mark_done(self, message_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def mark_failed(self, message_id: int, error: str, retry_at: datetime | None) -> None:
+        """retry_at None: dead-lettered."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int) -> list[OutboxMessage]: ...
+
+    @abc.abstractmethod
+    def redrive(self, message_id: int, now: datetime) -> bool: ...
+
+
+class UnitOfWork(abc.ABC):
+    """One atomic change. Events recorded by aggregates are written to the outbox on commit."""
+
+    members: MemberRepository
+    ledger: LedgerRepository
+    orders: OrderRepository
+    notifications: NotificationRepository
+    outbox: OutboxRepository
+    imports: ImportRepository
+    schedule_runs: ScheduleRunRepository
+
+    def __init__(self) -> None:
+        self._seen: list[Member] = []
+        self._extra_events: list[Event] = []
+
+    def __enter__(self) -> UnitOfWork:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.rollback()
+
+    def track(self, member: Member) -> Member:
+        if member not in self._seen:
+            self._seen.append(member)
+        return member
+
+    def emit(self, event: Event) -> None:
+        """Record an event that belongs to no member aggregate (e.g. OrderCreated)."""
+        self._extra_events.append(event)
+
+    def pending_events(self) -> list[Event]:
+        found: list[Event] = []
+        for member in self._seen:
+            found.extend(member.events)
+        found.extend(self._extra_events)
+        return found
+
+    def commit(self) -> None:
+        for member in self._seen:
+            if member.new_transfers or member.events:
+                self.members.save(member)
+        self._commit(self.pending_events())
+        for member in self._seen:
+            member.events.clear()
+            member.new_transfers.clear()
+        self._extra_events.clear()
+
+    @abc.abstractmethod
+    def _commit(self, events: Sequence[Event]) -> None:
+        """Write the events to the outbox and commit atomically."""
+
+    @abc.abstractmethod
+    def rollback(self) -> None: ...
+
+
+class IdempotencyOutcome(abc.ABC):  # noqa: B024 - a closed family of results
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Started(IdempotencyOutcome):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Replay(IdempotencyOutcome):
+    status_code: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch(IdempotencyOutcome):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class InProgress(IdempotencyOutcome):
+    pass
+
+
+class IdempotencyStore(abc.ABC):
+    """Stripe semantics: same key and body replays, another body mismatches, a concurrent one waits."""
+
+    @abc.abstractmethod
+    def begin(self, scope: str, key: str, request_hash: str, now: datetime) -> IdempotencyOutcome: ...
+
+    @abc.abstractmethod
+    def complete(self, scope: str, key: str, status_code: int, body: bytes, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def release(self, scope: str, key: str) -> None:
+        """Forget an in-progress key whose request failed before changing anything."""
+
+
+class TemplateRenderer(Protocol):
+    def render(self, template: str, context: Mapping[str, Any]) -> str: ...
