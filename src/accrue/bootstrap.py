@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from accrue.adapters.local.blobs import LocalBlobStore
 from accrue.adapters.local.templates import JinjaRenderer
 from accrue.adapters.sqlite.database import Database
 from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
@@ -20,7 +21,7 @@ from accrue.adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from accrue.config import Settings
 from accrue.domain import commands
 from accrue.domain.schedules import DAILY_TIER_REVIEW
-from accrue.ports import IdempotencyStore, UnitOfWork
+from accrue.ports import BlobStore, IdempotencyStore, UnitOfWork
 from accrue.service_layer import handlers, notifications
 from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
 from accrue.service_layer.messagebus import MessageBus
@@ -47,6 +48,7 @@ class Application:
     clock: Callable[[], datetime]
     worker: OutboxWorker
     database: Database | None = None
+    blobs: BlobStore | None = None
     services: dict[str, Any] = field(default_factory=dict)
     dead_letter_sources: dict[str, DeadLetterSource] = field(default_factory=dict)
 
@@ -87,6 +89,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
     settings = settings or Settings()
     clock: Callable[[], datetime] = overrides.get("clock", utc_now)
     renderer = overrides.get("renderer") or JinjaRenderer()
+    blobs = overrides.get("blobs") or LocalBlobStore(settings.blob_dir)
 
     database = overrides.get("database") or Database(settings.db, synchronous=settings.sqlite_synchronous)
     database.migrate()
@@ -108,6 +111,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         "renderer": renderer,
         "settings": handlers.Settings(welcome_bonus_points=settings.welcome_bonus_points),
         "uow_factory": uow_factory,
+        "blobs": blobs,
     }
     dependencies.update(overrides.get("dependencies", {}))
 
@@ -135,6 +139,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         clock=clock,
         worker=worker,
         database=database,
+        blobs=blobs,
     )
     application.dead_letter_sources["outbox"] = OutboxDeadLetters(bus, clock, worker.wake)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -245,6 +245,39 @@ class IdempotencyStore(abc.ABC):
     @abc.abstractmethod
     def release(self, scope: str, key: str) -> None:
         """Forget an in-progress key whose request failed before changing anything."""
+
+
+class BlobStore(abc.ABC):
+    """Objects by key (a local folder, or S3). Keys are ``/``-separated relative paths."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        """Store the object atomically (readers see all of it or nothing); returns its location."""
+
+    @abc.abstractmethod
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> str:
+        """Store an object written in pieces without holding it in memory; atomic like ``put``."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object's bytes; KeyError when absent."""
+
+    @abc.abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Stream the object; KeyError when absent."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def location(self, key: str) -> str:
+        """A human-readable location (file path or s3:// URL)."""
 
 
 class TemplateRenderer(Protocol):
