@@ -190,9 +190,9 @@ class UnitOfWork(abc.ABC):
         return found
 
     def commit(self) -> None:
+        # Tracking a member means "I changed it": every tracked member is saved (version-guarded).
         for member in self._seen:
-            if member.new_transfers or member.events:
-                self.members.save(member)
+            self.members.save(member)
         self._commit(self.pending_events())
         for member in self._seen:
             member.events.clear()
