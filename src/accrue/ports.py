@@ -282,3 +282,109 @@ class BlobStore(abc.ABC):
 
 class TemplateRenderer(Protocol):
     def render(self, template: str, context: Mapping[str, Any]) -> str: ...
+
+
+# -- queues ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """One delivery of a message. ``receipt_handle`` names this delivery: delete or delay with it."""
+
+    message_id: str
+    body: dict[str, Any]
+    receipt_handle: str
+    # 1 on the first delivery; SQS ApproximateReceiveCount.
+    receive_count: int
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMessage:
+    message_id: str
+    body: dict[str, Any]
+    receive_count: int
+    last_error: str | None
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Approximate depths (SQS ApproximateNumberOfMessages, ...NotVisible, ...Delayed; the DLQ's)."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+    dead: int
+
+
+class Queue(abc.ABC):
+    """A durable, at-least-once queue with SQS semantics; the SQLite adapter is the local stand-in.
+
+    - A received message is hidden for the visibility timeout and delivered again unless deleted.
+    - Every delivery raises the receive count. A message already received ``max_receive_count``
+      times moves to the dead-letter queue instead of being delivered again (SQS redrive policy,
+      ``maxReceiveCount``); ``redrive`` moves it back with a fresh count.
+    - Messages older than the retention period are dropped (SQS ``MessageRetentionPeriod``).
+    - Order is not guaranteed and a message may arrive twice: consumers must be idempotent.
+    Bodies are JSON objects.
+    """
+
+    name: str
+    max_receive_count: int
+
+    def send(self, body: Mapping[str, Any], *, delay_seconds: float = 0.0) -> str:
+        """Send one message, visible after ``delay_seconds``; returns its id."""
+        return self.send_batch([body], delay_seconds=delay_seconds)[0]
+
+    @abc.abstractmethod
+    def send_batch(self, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0.0) -> list[str]:
+        """Send many messages (SQS: SendMessageBatch, ten at a time); their ids, in order."""
+
+    @abc.abstractmethod
+    def receive(
+        self,
+        max_messages: int = 10,
+        *,
+        visibility_timeout_seconds: float | None = None,
+        wait_seconds: float = 0.0,
+    ) -> list[QueueMessage]:
+        """Up to ``max_messages`` visible messages, hidden for the visibility timeout (the queue's
+        default when None); waits up to ``wait_seconds`` for one to arrive (long polling)."""
+
+    @abc.abstractmethod
+    def delete(self, receipt_handle: str) -> None:
+        """Acknowledge: the message is done. A stale handle (delivered again since) changes nothing."""
+
+    @abc.abstractmethod
+    def change_visibility(self, receipt_handle: str, timeout_seconds: float, *, error: str | None = None) -> None:
+        """Deliver the message again after ``timeout_seconds`` (0: at once) - a delayed retry.
+
+        ``error`` says why; adapters that can keep it (SQLite) show it in the dead-letter view.
+        """
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetterMessage]: ...
+
+    @abc.abstractmethod
+    def redrive(self, message_id: str) -> bool:
+        """Move one dead letter back to the queue with a receive count of 0; False when absent."""
+
+    @abc.abstractmethod
+    def counts(self) -> QueueCounts: ...
+
+    def purge_expired(self) -> int:
+        """Drop messages past the retention period; returns how many. SQS does this by itself."""
+        return 0
+
+
+class QueueWriter(abc.ABC):
+    """Sends that belong to a unit of work: the messages exist only if the unit of work commits.
+
+    The SQLite adapter inserts them in the same transaction. An adapter that cannot enlist its queue
+    in the store's transaction (SQS next to DynamoDB) sends them right after commit; consumers
+    are idempotent, so a resend after a crash is harmless.
+    """
+
+    @abc.abstractmethod
+    def send_batch(self, queue: str, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0.0) -> None: ...
