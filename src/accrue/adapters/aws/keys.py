@@ -1,0 +1,169 @@
+"""Every DynamoDB key of the single table is built here, from one enum of prefixes.
+
+Nothing else in the code base concatenates ``#``: a typo in a key would otherwise be a silent miss.
+Sort keys that order things embed zero-padded numbers or UTC ISO-8601 timestamps, which sort
+lexicographically in the same order as their values.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from datetime import UTC, datetime
+
+from accrue.adapters.aws.table import GSI1, GSI2, PARTITION_KEY, SORT_KEY
+
+SEPARATOR = "#"
+# Members are spread over this many GSI2 partitions so that listing every member (tier review)
+# never funnels all member writes into one index partition.
+MEMBER_SHARDS = 16
+
+Key = dict[str, str]
+
+
+class Prefix(enum.StrEnum):
+    MEMBER = "MEMBER"
+    MEMBERS = "MEMBERS"
+    EMAIL = "EMAIL"
+    REFCODE = "REFCODE"
+    TRANSFER = "TRANSFER"
+    ORDER = "ORDER"
+    ORDERS = "ORDERS"
+    NOTIFICATION = "NOTIFICATION"
+    NOTIFICATIONS = "NOTIFICATIONS"
+    OUTBOX = "OUTBOX"
+    IDEMPOTENCY = "IDEMPOTENCY"
+    IMPORT = "IMPORT"
+    SCHEDULE = "SCHEDULE"
+
+
+def join(*parts: object) -> str:
+    return SEPARATOR.join(str(p) for p in parts)
+
+
+def sortable_time(moment: datetime) -> str:
+    """UTC with microseconds: sorts lexicographically in time order."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sortable_number(value: int, width: int = 12) -> str:
+    if value < 0:
+        raise ValueError("sortable numbers are non-negative")
+    return f"{value:0{width}d}"
+
+
+def item_key(pk: str, sk: str) -> Key:
+    return {PARTITION_KEY: pk, SORT_KEY: sk}
+
+
+def singleton(prefix: Prefix, ident: str) -> Key:
+    """The key of an item that is alone in its partition: ``<PREFIX>#<id>`` / ``<PREFIX>``."""
+    return item_key(join(prefix, ident), str(prefix))
+
+
+# -- members ----------------------------------------------------------------------------------
+
+
+def member(user_id: str) -> Key:
+    return singleton(Prefix.MEMBER, user_id)
+
+
+def member_partition(user_id: str) -> str:
+    """GSI1 partition holding everything that belongs to one member (transfers, orders ...)."""
+    return join(Prefix.MEMBER, user_id)
+
+
+def member_shard(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % MEMBER_SHARDS
+
+
+def member_listing(user_id: str) -> Key:
+    return {GSI2.partition_key: members_shard_partition(member_shard(user_id)), GSI2.sort_key: user_id}
+
+
+def members_shard_partition(shard: int) -> str:
+    return join(Prefix.MEMBERS, shard)
+
+
+def email(email_key: str) -> Key:
+    return singleton(Prefix.EMAIL, email_key)
+
+
+def referral_code(code: str) -> Key:
+    return singleton(Prefix.REFCODE, code)
+
+
+# -- ledger -----------------------------------------------------------------------------------
+
+
+def transfer(transfer_id: str) -> Key:
+    return singleton(Prefix.TRANSFER, transfer_id)
+
+
+def transfer_history(member_id: str, member_version: int, index: int) -> Key:
+    """Newest-first history: the member's version after the save, then the posting's position."""
+    return {
+        GSI1.partition_key: member_partition(member_id),
+        GSI1.sort_key: join(Prefix.TRANSFER, sortable_number(member_version), sortable_number(index, 4)),
+    }
+
+
+# -- orders -----------------------------------------------------------------------------------
+
+
+def order(order_id: str) -> Key:
+    return singleton(Prefix.ORDER, order_id)
+
+
+def order_indexes(user_id: str, created_at: datetime, order_id: str) -> Key:
+    moment = sortable_time(created_at)
+    return {
+        GSI1.partition_key: member_partition(user_id),
+        GSI1.sort_key: join(Prefix.ORDER, moment, order_id),
+        GSI2.partition_key: str(Prefix.ORDERS),
+        GSI2.sort_key: join(moment, order_id),
+    }
+
+
+# -- notifications ----------------------------------------------------------------------------
+
+
+def notification(dedupe_key: str) -> Key:
+    return singleton(Prefix.NOTIFICATION, dedupe_key)
+
+
+def notification_indexes(user_id: str, notification_id: str) -> Key:
+    return {
+        GSI1.partition_key: member_partition(user_id),
+        GSI1.sort_key: join(Prefix.NOTIFICATION, notification_id),
+        GSI2.partition_key: str(Prefix.NOTIFICATIONS),
+        GSI2.sort_key: notification_id,
+    }
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+def outbox_message(message_id: int) -> Key:
+    return singleton(Prefix.OUTBOX, str(message_id))
+
+
+def outbox_status(status: str, order_key: str) -> Key:
+    """GSI2 entry of a pending or dead message, ordered by due time (pending) or creation (dead)."""
+    return {GSI2.partition_key: join(Prefix.OUTBOX, status), GSI2.sort_key: order_key}
+
+
+# -- the rest ---------------------------------------------------------------------------------
+
+
+def idempotency(scope: str, key: str) -> Key:
+    # The scope's length keeps the pair unambiguous when either part contains the separator.
+    return item_key(join(Prefix.IDEMPOTENCY, len(scope), scope, key), str(Prefix.IDEMPOTENCY))
+
+
+def point_import(file_sha256: str) -> Key:
+    return singleton(Prefix.IMPORT, file_sha256)
+
+
+def schedule_run(name: str) -> Key:
+    return singleton(Prefix.SCHEDULE, name)
