@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from accrue.domain import commands, events
-from accrue.domain.errors import Conflict, InvalidInput, NotFound
+from accrue.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from accrue.domain.ids import new_id
 from accrue.domain.ledger import Reason
 from accrue.domain.loyalty import Tier
@@ -145,7 +145,11 @@ def record_transaction(
 def create_order(cmd: commands.CreateOrder, uow: UnitOfWork, clock: Clock) -> Order:
     amount = require_positive(cmd.amount, "amount")
     currency = normalize_currency(cmd.currency)
-    amount_minor = to_minor_units(amount, currency)
+    try:
+        amount_minor = to_minor_units(amount, currency)
+    except InvalidInput as exc:
+        # Each value is well formed; it is the pair (amount, currency) that a rule refuses.
+        raise RuleViolation(exc.message, details=exc.details) from None
     for index, item in enumerate(cmd.items):
         if item.quantity <= 0:
             raise InvalidInput(f"items[{index}].quantity", "must be a positive whole number")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,16 +35,35 @@ def loads(value: str | bytes) -> Any:
     return json.loads(value)
 
 
+# Cursors are opaque to clients: a position written in the base64url alphabet (a base-64 numeral).
+# Every string of that alphabet is a position, so a cursor that matches the documented pattern is
+# never an error; one past the end simply yields an empty page.
+CURSOR_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_CURSOR_DIGITS = {c: i for i, c in enumerate(CURSOR_ALPHABET)}
+CURSOR_LIMIT = 2**62
+
+
 def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+    if seq < 0:
+        raise ValueError("a cursor position is never negative")
+    digits = []
+    while True:
+        seq, digit = divmod(seq, 64)
+        digits.append(CURSOR_ALPHABET[digit])
+        if seq == 0:
+            return "".join(reversed(digits))
 
 
 def decode_cursor(cursor: str | None) -> int | None:
-    """None for no cursor; ValueError for a cursor we did not issue."""
+    """None for no cursor; ValueError for a character outside the alphabet. Capped at 2**62."""
     if not cursor:
         return None
-    padded = cursor + "=" * (-len(cursor) % 4)
-    try:
-        return int(base64.urlsafe_b64decode(padded.encode()).decode())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("cursor is not one this service issued") from exc
+    value = 0
+    for char in cursor:
+        digit = _CURSOR_DIGITS.get(char)
+        if digit is None:
+            raise ValueError("cursor is not one this service issued")
+        value = value * 64 + digit
+        if value >= CURSOR_LIMIT:
+            return CURSOR_LIMIT
+    return value

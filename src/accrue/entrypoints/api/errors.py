@@ -96,11 +96,14 @@ def validation_details(exc: RequestValidationError) -> dict[str, Any]:
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         rule = err.get("msg", "is invalid")
+        field = _field_name(loc)
         if err.get("type") == "missing":
             rule = "is required"
         elif err.get("type") == "json_invalid":
-            rule = "is not valid JSON"
-        errors.append({"field": _field_name(loc), "rule": rule})
+            # The location of a JSON syntax error is a character offset, not a field.
+            field = "body"
+            rule = f"is not valid JSON ({err.get('ctx', {}).get('error', 'syntax error')})"
+        errors.append({"field": field, "rule": rule})
     return {"errors": errors}
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
@@ -24,10 +25,21 @@ MAX_KEY_LENGTH = 255
 
 
 class IdempotentRoute(APIRoute):
+    """Every route of the API: unknown query parameters refused, then idempotency keys on POSTs."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
+        # A misspelt filter (``?user_id=`` for ``?userId=``) must not silently widen a listing.
+        known_query = _query_parameter_names(self.dependant)
 
         async def handler(request: Request) -> Response:
+            unknown = sorted(set(request.query_params) - known_query)
+            if unknown:
+                return error_response(
+                    400,
+                    f"{unknown[0]}: is not a query parameter of this operation",
+                    details={"field": unknown[0], "rule": "unknown query parameter", "known": sorted(known_query)},
+                )
             key = request.headers.get(HEADER)
             if request.method != "POST" or key is None:
                 return await original(request)
@@ -81,6 +93,17 @@ class IdempotentRoute(APIRoute):
             return response
 
         return handler
+
+
+def _query_parameter_names(dependant: Dependant) -> frozenset[str]:
+    """Every query parameter the route and its dependencies declare (by their wire names)."""
+    names: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        names.update(field.alias for field in current.query_params)
+        pending.extend(current.dependencies)
+    return frozenset(names)
 
 
 def _scope(request: Request, secret: str) -> str | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Generic, Literal, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+import email_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
+
+from accrue.domain.currencies import MINOR_UNITS
 
 T = TypeVar("T")
 
@@ -47,18 +51,101 @@ def ok(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data}
 
 
-Amount = Decimal
-UserId = str
+# -- shared field types: the JSON schema of each says exactly what the validator accepts -----------
+
+# Amounts: a decimal string (exact; preferred) or a JSON number, below 10^14. Text forms are plain
+# digits with an optional fraction: no sign, exponent, spaces or leading zeros.
+AMOUNT_LIMIT = 10**14
+_NON_NEGATIVE_TEXT = r"^(0|[1-9][0-9]{0,13})(\.[0-9]{1,12})?$"
+_POSITIVE_TEXT = r"^([1-9][0-9]{0,13}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9][0-9]{0,11})$"
+
+
+def _decimal_from_json(pattern: str) -> Any:
+    compiled = re.compile(pattern)
+
+    def parse(value: object) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+            raise ValueError('must be a decimal number or a decimal string such as "12.50"')
+        if isinstance(value, str):
+            if not compiled.fullmatch(value):
+                raise ValueError('must be a decimal string of digits with an optional fraction, such as "12.50"')
+            return Decimal(value)
+        try:
+            # A float is read through its shortest repr (what the client wrote), never its binary value.
+            amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        except InvalidOperation:
+            raise ValueError("must be a decimal number") from None
+        if not amount.is_finite():
+            raise ValueError("must be a finite decimal number")
+        return amount
+
+    return parse
+
+
+def _amount_schema(pattern: str, minimum_key: str) -> dict[str, Any]:
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": pattern, "maxLength": 40},
+            {"type": "number", minimum_key: 0, "exclusiveMaximum": AMOUNT_LIMIT},
+        ],
+        "description": 'A decimal amount: a string such as "12.50" (exact) or a JSON number.',
+    }
+
+
+NonNegativeAmount = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_from_json(_NON_NEGATIVE_TEXT)),
+    Field(ge=0, lt=AMOUNT_LIMIT),
+    WithJsonSchema(_amount_schema(_NON_NEGATIVE_TEXT, "minimum")),
+]
+PositiveAmount = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_from_json(_POSITIVE_TEXT)),
+    Field(gt=0, lt=AMOUNT_LIMIT),
+    WithJsonSchema(_amount_schema(_POSITIVE_TEXT, "exclusiveMinimum")),
+]
+
+
+def _check_currency(value: str) -> str:
+    if value not in MINOR_UNITS:
+        raise ValueError("must be an ISO 4217 currency code in capitals, such as USD")
+    return value
+
+
+CurrencyCode = Annotated[
+    str,
+    AfterValidator(_check_currency),
+    WithJsonSchema({"type": "string", "enum": sorted(MINOR_UNITS), "description": "ISO 4217 code"}),
+]
+
+# Identifiers chosen by clients (member ids of a POS, order ids): printable, no spaces or slashes.
+ID_PATTERN = r"^[A-Za-z0-9_.:@\-]+$"
+ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+
+
+def _check_email(value: str) -> str:
+    """RFC 5322/6531 syntax via email-validator, without DNS and without the special-use domain ban
+    (``.test``, ``.example`` addresses are valid syntax, which is all ``format: email`` promises)."""
+    try:
+        email_validator.validate_email(
+            value, check_deliverability=False, test_environment=True, globally_deliverable=False
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"is not a valid email address: {exc}") from None
+    return value.strip()
+
+
+Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(_check_email)]
 
 
 # -- users ----------------------------------------------------------------------------------------
 
 
 class CreateUserRequest(ApiModel):
-    email: EmailStr = Field(max_length=254)
+    email: Email
     name: str = Field(min_length=1, max_length=200)
     phone: str | None = Field(default=None, min_length=3, max_length=32, pattern=r"^\+?[0-9 ()\-]{3,32}$")
-    user_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")
+    user_id: ClientId | None = None
 
 
 class UserCreated(ResponseModel):
@@ -87,10 +174,10 @@ class User(ResponseModel):
 
 
 class TransactionRequest(ApiModel):
-    member_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")
-    transaction_amount: Decimal = Field(ge=0, max_digits=18, decimal_places=4)
+    member_id: ClientId
+    transaction_amount: NonNegativeAmount
     transaction_type: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z_]+$")
-    email: EmailStr | None = None
+    email: Email | None = None
 
 
 class TransactionResponse(ResponseModel):
@@ -106,14 +193,14 @@ class TransactionResponse(ResponseModel):
 class OrderItemIn(ApiModel):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1_000_000)
-    price: Decimal = Field(ge=0, max_digits=18, decimal_places=4)
+    price: NonNegativeAmount
     category: str | None = Field(default=None, max_length=64)
 
 
 class CreateOrderRequest(ApiModel):
-    user_id: str = Field(min_length=1, max_length=128)
-    amount: Decimal = Field(gt=0, max_digits=18, decimal_places=4)
-    currency: str = Field(default="USD", min_length=3, max_length=3)
+    user_id: ClientId
+    amount: PositiveAmount
+    currency: CurrencyCode = "USD"
     items: list[OrderItemIn] = Field(default_factory=list, max_length=500)
     order_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 

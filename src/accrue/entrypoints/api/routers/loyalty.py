@@ -17,9 +17,11 @@ from accrue.entrypoints.api.security import AdminOrMember, Principal, Reader, Ro
 
 api = router()
 App = Annotated[Application, Depends(application)]
-UserIdPath = Annotated[str, Path(min_length=1, max_length=128, alias="userId")]
+UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=schemas.ID_PATTERN, alias="userId")]
 Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=200)]
+# The nextCursor of the previous page (an opaque token in the base64url alphabet).
+Cursor = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+UserIdQuery = Annotated[str | None, Query(alias="userId", min_length=1, max_length=128, pattern=schemas.ID_PATTERN)]
 
 
 def _visible_member(app: Application, principal: Principal, user_id: str) -> Member:
@@ -93,8 +95,8 @@ def create_order(body: schemas.CreateOrderRequest, app: App, principal: Writer) 
 def list_orders(
     app: App,
     principal: Reader,
-    user_id: Annotated[str | None, Query(alias="userId", max_length=128)] = None,
-    status: Annotated[str | None, Query(max_length=32)] = None,
+    user_id: UserIdQuery = None,
+    status: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[a-z_]+$")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> dict[str, object]:
@@ -151,7 +153,7 @@ def redeem(user_id: UserIdPath, body: schemas.RedeemRequest, app: App, principal
 def list_notifications(
     app: App,
     principal: Reader,
-    user_id: Annotated[str | None, Query(alias="userId", max_length=128)] = None,
+    user_id: UserIdQuery = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> dict[str, object]:
