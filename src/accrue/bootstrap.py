@@ -20,9 +20,11 @@ from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
 from accrue.adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from accrue.config import Settings
 from accrue.domain import commands
-from accrue.domain.schedules import DAILY_TIER_REVIEW
+from accrue.domain.payouts import month_before
+from accrue.domain.referrals import VelocityRule
+from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
 from accrue.ports import BlobStore, IdempotencyStore, UnitOfWork
-from accrue.service_layer import handlers, notifications
+from accrue.service_layer import handlers, notifications, payouts, referrals
 from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
 from accrue.service_layer.messagebus import MessageBus
 from accrue.service_layer.outbox_worker import OutboxWorker
@@ -82,6 +84,8 @@ def event_handler_table() -> dict[str, dict[str, Any]]:
     return {
         "TierUpgraded": {"notify_tier_upgraded": notifications.notify_tier_upgraded},
         "MilestonesReached": {"notify_milestones_reached": notifications.notify_milestones_reached},
+        "ReferralSignedUp": {"notify_referral_signed_up": referrals.notify_referral_signed_up},
+        "PayoutCompleted": {"notify_payout_completed": payouts.notify_payout_completed},
     }
 
 
@@ -112,10 +116,17 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         "settings": handlers.Settings(welcome_bonus_points=settings.welcome_bonus_points),
         "uow_factory": uow_factory,
         "blobs": blobs,
+        "referral_velocity": VelocityRule(
+            max_signups=settings.referral_velocity_max_signups,
+            window_seconds=settings.referral_velocity_window_seconds,
+        ),
+        "payout_settings": payouts.PayoutSettings(chunk_size=settings.payout_chunk_size),
     }
     dependencies.update(overrides.get("dependencies", {}))
 
     command_table: dict[type[commands.Command], Any] = dict(handlers.COMMAND_HANDLERS)
+    command_table.update(referrals.COMMAND_HANDLERS)
+    command_table.update(payouts.COMMAND_HANDLERS)
     command_handlers = {cmd: inject(h, dependencies) for cmd, h in command_table.items()}
     event_handlers = {
         name: {handler_name: inject(h, dependencies) for handler_name, h in table.items()}
@@ -145,5 +156,12 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
 
     scheduler = Scheduler(uow_factory, clock)
     scheduler.register(DAILY_TIER_REVIEW, lambda due: bus.handle(commands.ReviewTiers()))
+    # Fired at 02:00 UTC on the 1st: pays the month that just ended (derived from the due instant).
+    scheduler.register(
+        MONTHLY_PAYOUT,
+        lambda due: payouts.run_payout(
+            uow_factory, blobs, clock, month_before(due), chunk_size=settings.payout_chunk_size
+        ),
+    )
     application.services["scheduler"] = scheduler
     return application

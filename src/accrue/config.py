@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     # -- loyalty --------------------------------------------------------------------------------
     welcome_bonus_points: int = Field(default=100, ge=0)
 
+    # -- referrals and payouts ---------------------------------------------------------------------
+    # More than this many signups for one referrer within the window are held for review (0: off).
+    referral_velocity_max_signups: int = Field(default=50, ge=0)
+    referral_velocity_window_seconds: int = Field(default=86_400, gt=0)
+    # Rewards claimed or marked paid per transaction by a payout run.
+    payout_chunk_size: int = Field(default=5000, ge=1, le=100_000)
+
     # -- workers --------------------------------------------------------------------------------
     workers_enabled: bool = True
     scheduler_enabled: bool = True

@@ -13,6 +13,8 @@ from accrue.domain.ledger import Transfer
 from accrue.domain.members import Member
 from accrue.domain.notifications import Notification
 from accrue.domain.orders import Order
+from accrue.domain.payouts import PayoutLine, PayoutRun
+from accrue.domain.referrals import Referral, ReferrerSummary, RewardStatus
 
 T = TypeVar("T")
 
@@ -109,6 +111,99 @@ class ImportRepository(abc.ABC):
     def finish(self, file_sha256: str, now: datetime) -> None: ...
 
 
+class ReferralRepository(abc.ABC):
+    """Referrals and the referrer counters that live on every member from enrolment."""
+
+    @abc.abstractmethod
+    def member_with_email_identity(self, identity: str) -> str | None:
+        """The id of a member whose email delivers to the same mailbox (see domain.referrals)."""
+
+    @abc.abstractmethod
+    def increment_referral_count(self, referrer_id: str) -> int:
+        """Atomically add one to the referrer's count; returns the count after."""
+
+    @abc.abstractmethod
+    def add_to_total_rewards(self, referrer_id: str, delta_cents: int) -> int:
+        """Atomically add (or, when negative, remove) cents; returns the total after."""
+
+    @abc.abstractmethod
+    def count_since(self, referrer_id: str, since: datetime) -> int: ...
+
+    @abc.abstractmethod
+    def add(self, referral: Referral) -> None:
+        """Insert; a member already referred raises Conflict."""
+
+    @abc.abstractmethod
+    def get(self, referral_id: str) -> Referral | None: ...
+
+    @abc.abstractmethod
+    def save_review(self, referral: Referral, expected_status: RewardStatus) -> None:
+        """Persist a review decision; ConcurrencyConflict when the status changed meanwhile."""
+
+    @abc.abstractmethod
+    def summary(self, referrer_id: str) -> ReferrerSummary | None: ...
+
+    @abc.abstractmethod
+    def list_for_referrer(self, referrer_id: str, limit: int, cursor: str | None) -> Page[Referral]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def list_held(self, limit: int, cursor: str | None) -> Page[Referral]:
+        """Rewards waiting for review, oldest first."""
+
+
+class PayoutRepository(abc.ABC):
+    """Payout runs and the work they do on rewards, in chunks so memory and locks stay small."""
+
+    @abc.abstractmethod
+    def start_run(self, run: PayoutRun) -> PayoutRun:
+        """Insert the run, or return the month's existing one (counting another attempt unless completed)."""
+
+    @abc.abstractmethod
+    def get_run(self, month: str) -> PayoutRun | None: ...
+
+    @abc.abstractmethod
+    def list_runs(self, limit: int, cursor: str | None) -> Page[PayoutRun]:
+        """Newest month first."""
+
+    @abc.abstractmethod
+    def assign_chunk(self, run_id: str, cutoff: datetime, limit: int) -> int:
+        """Claim up to ``limit`` unclaimed pending rewards created before ``cutoff``; 0 once the run's
+        set is frozen (phase past assigning) or nothing is left."""
+
+    @abc.abstractmethod
+    def finish_assigning(self, run_id: str, now: datetime) -> None:
+        """Freeze the run's set of rewards (phase assigning -> reporting)."""
+
+    @abc.abstractmethod
+    def iter_lines(self, run_id: str) -> Iterator[PayoutLine]:
+        """The run's rewards grouped by referrer, streamed in referrer order (never all in memory)."""
+
+    @abc.abstractmethod
+    def record_report(
+        self,
+        run_id: str,
+        report_key: str,
+        location: str,
+        referrers: int,
+        rewards: int,
+        total_cents: int,
+        now: datetime,
+    ) -> None:
+        """Store the report's place and totals (phase -> marking)."""
+
+    @abc.abstractmethod
+    def mark_paid_chunk(self, run_id: str, paid_at: datetime, limit: int) -> int:
+        """Mark up to ``limit`` of the run's still pending rewards paid; returns how many."""
+
+    @abc.abstractmethod
+    def complete(self, run_id: str, now: datetime) -> bool:
+        """Record the run completed; False when it already was (another process finished it)."""
+
+    @abc.abstractmethod
+    def record_failure(self, run_id: str, error: str, now: datetime) -> None: ...
+
+
 class ScheduleRunRepository(abc.ABC):
     @abc.abstractmethod
     def last_fire(self, name: str) -> datetime | None: ...
@@ -162,6 +257,8 @@ class UnitOfWork(abc.ABC):
     outbox: OutboxRepository
     imports: ImportRepository
     schedule_runs: ScheduleRunRepository
+    referrals: ReferralRepository
+    payouts: PayoutRepository
 
     def __init__(self) -> None:
         self._seen: list[Member] = []

@@ -22,6 +22,8 @@ dead_cli = typer.Typer(help="Inspect and re-drive dead letters (event outbox and
 cli.add_typer(ledger_cli, name="ledger")
 cli.add_typer(points_cli, name="points")
 cli.add_typer(dead_cli, name="dead-letters")
+payouts_cli = typer.Typer(help="Monthly referral payout runs.", no_args_is_help=True)
+cli.add_typer(payouts_cli, name="payouts")
 
 console = Console(stderr=True)
 DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite file (default: ACCRUE_DB or var/accrue.db)")]
@@ -175,6 +177,109 @@ def dead_letters_redrive(dead_letter_id: Annotated[str, typer.Argument(metavar="
         raise typer.Exit(1)
     application.worker.drain()
     print(f"redriven {dead_letter_id}")
+
+
+def _payout_run_json(run: Any) -> dict[str, Any]:
+    from accrue.domain.money import format_minor_units
+
+    return {
+        "runId": run.run_id,
+        "month": str(run.month),
+        "status": str(run.status),
+        "phase": str(run.phase),
+        "referrers": run.referrers,
+        "rewards": run.rewards,
+        "totalAmount": format_minor_units(run.total_cents, "USD"),
+        "reportKey": run.report_key,
+        "reportLocation": run.report_location,
+        "attempts": run.attempts,
+        "lastError": run.last_error,
+    }
+
+
+@payouts_cli.command("run")
+def payouts_run(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: the previous month)")] = None,
+    db: DbOption = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Rewards per transaction")] = None,
+) -> None:
+    """Pay a month's pending referral rewards; re-running a month returns its run or resumes it."""
+    from accrue.domain.errors import DomainError
+    from accrue.domain.payouts import month_before
+    from accrue.service_layer.payouts import run_payout
+
+    application = build(db=db)
+    if application.blobs is None:  # pragma: no cover - bootstrap always provides one
+        raise typer.Exit(2)
+    chosen = month or str(month_before(application.clock()))
+    try:
+        run = run_payout(
+            application.bus.uow_factory,
+            application.blobs,
+            application.clock,
+            chosen,
+            chunk_size=chunk_size or application.settings.payout_chunk_size,
+        )
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    application.worker.drain()
+    print(json.dumps(_payout_run_json(run)))
+
+
+@payouts_cli.command("list")
+def payouts_list(db: DbOption = None, limit: int = 24) -> None:
+    """Payout runs, newest month first."""
+    from accrue.service_layer.payouts import list_runs
+
+    application = build(db=db)
+    page = application.bus.query(list_runs, limit, None)
+    table = Table("month", "status", "phase", "referrers", "rewards", "total", "report")
+    for run in page.items:
+        info = _payout_run_json(run)
+        table.add_row(
+            info["month"],
+            info["status"],
+            info["phase"],
+            str(run.referrers),
+            str(run.rewards),
+            info["totalAmount"],
+            run.report_key or "",
+        )
+    Console().print(table)
+
+
+@payouts_cli.command("show")
+def payouts_show(month: Annotated[str, typer.Argument(help="YYYY-MM")], db: DbOption = None) -> None:
+    """One month's run as JSON."""
+    from accrue.domain.errors import DomainError
+    from accrue.service_layer.payouts import get_run
+
+    application = build(db=db)
+    try:
+        run = application.bus.query(get_run, month)
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    print(json.dumps(_payout_run_json(run)))
+
+
+@payouts_cli.command("report")
+def payouts_report(month: Annotated[str, typer.Argument(help="YYYY-MM")], db: DbOption = None) -> None:
+    """Write a month's CSV report to standard output."""
+    from accrue.domain.errors import DomainError
+    from accrue.service_layer.payouts import open_report
+
+    application = build(db=db)
+    if application.blobs is None:  # pragma: no cover - bootstrap always provides one
+        raise typer.Exit(2)
+    try:
+        for chunk in open_report(application.bus.uow_factory, application.blobs, month):
+            sys.stdout.buffer.write(chunk)
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    sys.stdout.flush()
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ lexicographically in the same order as their values.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 import zlib
 from datetime import UTC, datetime
 
@@ -115,13 +117,23 @@ def order(order_id: str) -> Key:
     return singleton(Prefix.ORDER, order_id)
 
 
+def short_digest(text: str) -> str:
+    """Ten base32 characters of SHA-256: a compact, stable tie-breaker for client-chosen ids."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode().rstrip("=").lower()[:10]
+
+
+def order_position(created_at: datetime, order_id: str) -> str:
+    """Creation time, then a digest of the id: unique, time-ordered, and short enough for a cursor."""
+    return join(sortable_time(created_at), short_digest(order_id))
+
+
 def order_indexes(user_id: str, created_at: datetime, order_id: str) -> Key:
-    moment = sortable_time(created_at)
+    position = order_position(created_at, order_id)
     return {
         GSI1.partition_key: member_partition(user_id),
-        GSI1.sort_key: join(Prefix.ORDER, moment, order_id),
+        GSI1.sort_key: join(Prefix.ORDER, position),
         GSI2.partition_key: str(Prefix.ORDERS),
-        GSI2.sort_key: join(moment, order_id),
+        GSI2.sort_key: position,
     }
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from accrue.adapters.sqlite.codec import dumps
 from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.referrals import SqlitePayoutRepository, SqliteReferralRepository
 from accrue.adapters.sqlite.repositories import (
     SqliteImportRepository,
     SqliteLedgerRepository,
@@ -71,6 +72,8 @@ class SqliteUnitOfWork(UnitOfWork):
         self.outbox = SqliteOutboxRepository(conn)
         self.imports = SqliteImportRepository(conn)
         self.schedule_runs = SqliteScheduleRunRepository(conn)
+        self.referrals = SqliteReferralRepository(conn)
+        self.payouts = SqlitePayoutRepository(conn)
         return self
 
     def _commit(self, events: Sequence[Event]) -> None:

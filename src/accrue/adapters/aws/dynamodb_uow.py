@@ -1,0 +1,450 @@
+"""The DynamoDB unit of work: reads go straight to the table; writes are staged and leave on commit
+as ONE ``TransactWriteItems`` request whose condition expressions are the guards (member versions,
+``attribute_not_exists`` on transfer ids, order ids, e-mail and referral-code claims).
+
+Outbox messages are items of that same transaction, so an event exists exactly when the change
+that caused it does; they leave through the table's stream (``entrypoints/lambdas/stream.py``).
+
+A commit over DynamoDB's limits (100 items, 4 MB) is split, but never inside a *group*: everything
+one member's change writes (the member, its transfers, its events) travels in one transaction, so
+a member's balance and its postings can never disagree. Only bulk work (imports, payout runs)
+produces more than one transaction; it is idempotent by transfer id and picks up where it stopped.
+A commit of a single item uses the plain conditional write (half the write units of a transaction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import ClientError
+
+from accrue.adapters.aws import codec, keys
+from accrue.adapters.aws.table import PARTITION_KEY, SORT_KEY
+from accrue.domain.errors import ConcurrencyConflict, Conflict
+from accrue.domain.events import Event
+from accrue.ports import UnitOfWork
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+    from accrue.adapters.aws import repositories as repos
+
+MAX_TRANSACTION_ITEMS = 100
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+# Keep clear of the 4 MB request limit: our size estimate is of the items, not of the envelope.
+TRANSACTION_BYTES_BUDGET = MAX_TRANSACTION_BYTES - 256 * 1024
+SHARED_GROUP = "shared"
+# Delivered outbox messages are kept a week (for inspection), then DynamoDB's TTL removes them.
+DELIVERED_MESSAGE_TTL = timedelta(days=7)
+
+Subscribers = Callable[[str], Sequence[str]]
+ConflictFactory = Callable[[], Exception]
+Action = Literal["Put", "Update", "Delete", "ConditionCheck"]
+
+
+class TransactionTooLarge(Conflict):
+    """One member's change needs more than one transaction can carry (100 items / 4 MB)."""
+
+
+@dataclass
+class Write:
+    """One staged write. ``item`` for a Put; ``update`` for an Update; ``condition`` for any."""
+
+    action: Action
+    key: keys.Key
+    item: dict[str, Any] | None = None
+    update: str | None = None
+    condition: str | None = None
+    names: dict[str, str] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    group: str = SHARED_GROUP
+    # The domain error to raise when this write's condition fails.
+    conflict: ConflictFactory | None = None
+
+    @property
+    def key_tuple(self) -> tuple[str, str]:
+        return self.key[PARTITION_KEY], self.key[SORT_KEY]
+
+    def request(self, table_name: str) -> dict[str, Any]:
+        """The wire form: one element of ``TransactItems`` (also the arguments of a single write)."""
+        body: dict[str, Any] = {"TableName": table_name}
+        if self.action == "Put":
+            assert self.item is not None
+            body["Item"] = codec.serialize({**self.item, **self.key})
+        else:
+            body["Key"] = codec.serialize(self.key)
+        if self.update is not None:
+            body["UpdateExpression"] = self.update
+        if self.condition is not None:
+            body["ConditionExpression"] = self.condition
+        if self.names:
+            body["ExpressionAttributeNames"] = dict(self.names)
+        if self.values:
+            body["ExpressionAttributeValues"] = codec.serialize(self.values)
+        return {self.action: body}
+
+    def size_estimate(self) -> int:
+        return len(json.dumps(self.request("t"), default=str))
+
+
+@dataclass
+class Counter:
+    """A numeric attribute to add to at commit (merged into a staged Put of the same item)."""
+
+    key: keys.Key
+    attribute: str
+    delta: int
+    group: str
+
+
+class Session:
+    """The table access of one unit of work: consistent reads, staged writes, commit."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str, *, readonly: bool) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.readonly = readonly
+        self.writes: dict[tuple[str, str], Write] = {}
+        self.counters: list[Counter] = []
+        # Raw items read in this unit of work, by key (members keep attributes the domain ignores).
+        self.loaded: dict[tuple[str, str], dict[str, Any]] = {}
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, key: keys.Key, *, projection: Sequence[str] | None = None) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {"TableName": self.table_name, "Key": codec.serialize(key), "ConsistentRead": True}
+        if projection:
+            names = {f"#p{i}": name for i, name in enumerate(projection)}
+            kwargs["ProjectionExpression"] = ", ".join(names)
+            kwargs["ExpressionAttributeNames"] = names
+        response = self.client.get_item(**kwargs)
+        raw = response.get("Item")
+        if raw is None:
+            return None
+        item = codec.deserialize(raw)
+        if not projection:
+            self.loaded[(key[PARTITION_KEY], key[SORT_KEY])] = item
+        return item
+
+    def batch_get(
+        self, key_list: Sequence[keys.Key], *, projection: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Strongly consistent reads of many items (100 keys a request; unprocessed keys retried)."""
+        found: list[dict[str, Any]] = []
+        unique = list({(k[PARTITION_KEY], k[SORT_KEY]): k for k in key_list}.values())
+        for start in range(0, len(unique), 100):
+            request: dict[str, Any] = {"Keys": [codec.serialize(k) for k in unique[start : start + 100]]}
+            request["ConsistentRead"] = True
+            if projection:
+                names = {f"#p{i}": name for i, name in enumerate({*projection, PARTITION_KEY, SORT_KEY})}
+                request["ProjectionExpression"] = ", ".join(names)
+                request["ExpressionAttributeNames"] = names
+            pending: dict[str, Any] = {self.table_name: request}
+            delay = 0.05
+            while pending:
+                response = self.client.batch_get_item(RequestItems=pending)
+                for raw in response.get("Responses", {}).get(self.table_name, []):
+                    item = codec.deserialize(raw)
+                    if not projection:
+                        self.loaded[(item[PARTITION_KEY], item[SORT_KEY])] = item
+                    found.append(item)
+                pending = dict(response.get("UnprocessedKeys") or {})
+                if pending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        return found
+
+    def query(self, **kwargs: Any) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any] | None]]:
+        """Pages of a Query: (items, LastEvaluatedKey). Base-table queries read consistently."""
+        request = {"TableName": self.table_name, **kwargs}
+        if "IndexName" not in request:
+            request["ConsistentRead"] = True
+        if "ExpressionAttributeValues" in request:
+            request["ExpressionAttributeValues"] = codec.serialize(request["ExpressionAttributeValues"])
+        if request.get("ExclusiveStartKey"):
+            request["ExclusiveStartKey"] = codec.serialize(request["ExclusiveStartKey"])
+        else:
+            request.pop("ExclusiveStartKey", None)
+        while True:
+            response = self.client.query(**request)
+            items = [codec.deserialize(raw) for raw in response.get("Items", [])]
+            last = response.get("LastEvaluatedKey")
+            last_key = codec.deserialize(last) if last else None
+            yield items, last_key
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
+
+    def scan(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        request = {"TableName": self.table_name, "ConsistentRead": True, **kwargs}
+        if "ExpressionAttributeValues" in request:
+            request["ExpressionAttributeValues"] = codec.serialize(request["ExpressionAttributeValues"])
+        while True:
+            response = self.client.scan(**request)
+            for raw in response.get("Items", []):
+                yield codec.deserialize(raw)
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
+
+    # -- staging --------------------------------------------------------------------------------
+
+    def staged(self, key: keys.Key) -> Write | None:
+        return self.writes.get((key[PARTITION_KEY], key[SORT_KEY]))
+
+    def stage(self, write: Write, *, replace: bool = False) -> None:
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot write")
+        existing = self.writes.get(write.key_tuple)
+        if existing is not None and not replace:
+            # DynamoDB refuses two operations on one item in a transaction; repositories merge.
+            raise RuntimeError(f"item {write.key_tuple} is already written in this unit of work")
+        self.writes[write.key_tuple] = write
+
+    def add_to(self, key: keys.Key, attribute: str, delta: int, group: str) -> None:
+        """Add ``delta`` to a numeric attribute of an existing item at commit."""
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot write")
+        self.counters.append(Counter(key, attribute, delta, group))
+
+    def pending_delta(self, key: keys.Key, attribute: str) -> int:
+        return sum(c.delta for c in self.counters if c.key == key and c.attribute == attribute)
+
+    def _merge_counters(self) -> None:
+        totals: dict[tuple[str, str], dict[str, int]] = {}
+        owners: dict[tuple[str, str], Counter] = {}
+        for counter in self.counters:
+            where = (counter.key[PARTITION_KEY], counter.key[SORT_KEY])
+            attributes = totals.setdefault(where, {})
+            attributes[counter.attribute] = attributes.get(counter.attribute, 0) + counter.delta
+            owners.setdefault(where, counter)
+        self.counters.clear()
+        for where, attributes in totals.items():
+            write = self.writes.get(where)
+            if write is not None and write.action == "Put" and write.item is not None:
+                for name, delta in attributes.items():
+                    write.item[name] = int(write.item.get(name, 0)) + delta
+                continue
+            if write is not None:
+                raise RuntimeError(f"cannot add to {sorted(attributes)} of an item already updated")
+            names = {f"#a{i}": name for i, name in enumerate(attributes)}
+            values = {f":d{i}": delta for i, delta in enumerate(attributes.values())}
+            self.writes[where] = Write(
+                action="Update",
+                key=owners[where].key,
+                update="ADD " + ", ".join(f"#a{i} :d{i}" for i in range(len(attributes))),
+                condition=f"attribute_exists({PARTITION_KEY})",
+                names=names,
+                values=values,
+                group=owners[where].group,
+            )
+
+    # -- commit ---------------------------------------------------------------------------------
+
+    def transactions(self) -> list[list[Write]]:
+        """The staged writes cut into transactions, never splitting a member's group."""
+        self._merge_counters()
+        groups: dict[str, list[Write]] = {}
+        for write in self.writes.values():
+            groups.setdefault(write.group, []).append(write)
+        shared = groups.pop(SHARED_GROUP, [])
+        units: list[list[Write]] = []
+        for name, writes in groups.items():
+            size = sum(w.size_estimate() for w in writes)
+            if len(writes) > MAX_TRANSACTION_ITEMS or size > TRANSACTION_BYTES_BUDGET:
+                raise TransactionTooLarge(
+                    f"one change to {name} needs {len(writes)} items ({size} bytes); a DynamoDB transaction "
+                    f"holds at most {MAX_TRANSACTION_ITEMS} items and 4 MB: split the work into smaller parts",
+                    details={"group": name, "items": len(writes)},
+                )
+            units.append(writes)
+        # Writes that belong to no member (orders' neighbours, progress records, bulk claims) may be
+        # split one by one; they go last so that progress is recorded after the work it describes.
+        units.extend([w] for w in shared)
+        chunks: list[list[Write]] = []
+        current: list[Write] = []
+        current_bytes = 0
+        for unit in units:
+            unit_bytes = sum(w.size_estimate() for w in unit)
+            if current and (
+                len(current) + len(unit) > MAX_TRANSACTION_ITEMS
+                or current_bytes + unit_bytes > TRANSACTION_BYTES_BUDGET
+            ):
+                chunks.append(current)
+                current, current_bytes = [], 0
+            current.extend(unit)
+            current_bytes += unit_bytes
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def commit(self) -> int:
+        """Write everything staged; returns the number of write requests made."""
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        chunks = self.transactions()
+        for chunk in chunks:
+            self._write(chunk)
+        self.writes.clear()
+        return len(chunks)
+
+    def _write(self, chunk: list[Write]) -> None:
+        if len(chunk) == 1:
+            self._write_one(chunk[0])
+            return
+        try:
+            self.client.transact_write_items(TransactItems=[w.request(self.table_name) for w in chunk])  # type: ignore[misc]
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or _reasons_from_message(error.get("Message", ""))
+            raise _conflict_for(chunk, reasons) from None
+
+    def _write_one(self, write: Write) -> None:
+        body = write.request(self.table_name)[write.action]
+        try:
+            if write.action == "Put":
+                self.client.put_item(**body)
+            elif write.action == "Update":
+                self.client.update_item(**body)
+            elif write.action == "Delete":
+                self.client.delete_item(**body)
+            else:
+                # A lone condition check guards nothing: the change it guarded is not there.
+                return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise _make_conflict(write) from None
+            raise
+
+
+def _make_conflict(write: Write) -> Exception:
+    if write.conflict is not None:
+        return write.conflict()
+    return ConcurrencyConflict(f"item {write.key[PARTITION_KEY]} changed concurrently; retry")
+
+
+def _reasons_from_message(message: str) -> list[dict[str, str]]:
+    """botocore puts the reasons in the message when the response lacks the structured list."""
+    start, end = message.find("["), message.rfind("]")
+    if start < 0 or end < 0:
+        return []
+    return [{"Code": part.strip()} for part in message[start + 1 : end].split(",")]
+
+
+def _conflict_for(chunk: Sequence[Write], reasons: Sequence[Any]) -> Exception:
+    for write, reason in zip(chunk, reasons, strict=False):
+        code = reason.get("Code") if isinstance(reason, dict) else None
+        if code == "ConditionalCheckFailed":
+            return _make_conflict(write)
+    for reason in reasons:
+        code = reason.get("Code") if isinstance(reason, dict) else None
+        if code == "TransactionConflict":
+            return ConcurrencyConflict("a concurrent transaction touched the same items; retry")
+    return ConcurrencyConflict("the transaction was cancelled; retry")
+
+
+def outbox_message_id(event_id: str, handler: str) -> int:
+    """A stable positive 63-bit id for one (event, subscriber) pair: retries find the same item."""
+    digest = hashlib.blake2b(f"{event_id}\x00{handler}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+class DynamoUnitOfWork(UnitOfWork):
+    """``with uow: ... uow.commit()``; leaving without commit discards everything staged."""
+
+    outbox: repos.DynamoOutboxRepository
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        subscribers: Subscribers,
+        *,
+        readonly: bool = False,
+        clock: Callable[[], datetime] | None = None,
+        extensions: Sequence[Callable[[DynamoUnitOfWork], None]] = (),
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.table_name = table_name
+        self.subscribers = subscribers
+        self.readonly = readonly
+        self.clock = clock or (lambda: datetime.now(UTC))
+        # Feature modules attach their repositories here (one callable each).
+        self.extensions = tuple(extensions)
+        self.session: Session | None = None
+        self.write_requests = 0
+
+    def __enter__(self) -> DynamoUnitOfWork:
+        # Imported here: the repositories import this module (for Session and Write).
+        from accrue.adapters.aws import repositories as repos
+
+        if self.session is not None:
+            raise RuntimeError("this unit of work is already open")
+        session = Session(self.client, self.table_name, readonly=self.readonly)
+        self.session = session
+        self.members = repos.DynamoMemberRepository(session)
+        self.ledger = repos.DynamoLedgerRepository(session)
+        self.orders = repos.DynamoOrderRepository(session)
+        self.notifications = repos.DynamoNotificationRepository(session)
+        self.outbox = repos.DynamoOutboxRepository(session)
+        self.imports = repos.DynamoImportRepository(session)
+        self.schedule_runs = repos.DynamoScheduleRunRepository(session)
+        for extend in self.extensions:
+            extend(self)
+        return self
+
+    def _commit(self, events: Sequence[Event]) -> None:
+        session = self._open()
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        owner = {id(e): f"member:{m.user_id}" for m in self._seen for e in m.events}
+        now = self.clock()
+        for event in events:
+            handlers = self.subscribers(event.name)
+            if not handlers:
+                continue
+            payload = codec.dumps(event.to_dict())
+            for handler in handlers:
+                self.outbox.stage_new(
+                    outbox_message_id(event.event_id, handler),
+                    event.event_id,
+                    event.name,
+                    handler,
+                    payload,
+                    now,
+                    group=owner.get(id(event), SHARED_GROUP),
+                )
+        self.write_requests += session.commit()
+        self.session = Session(self.client, self.table_name, readonly=self.readonly)
+        self._rebind(self.session)
+
+    def _rebind(self, session: Session) -> None:
+        """After a commit the unit of work may be used again (as SQLite's may): fresh staging."""
+        for name in vars(self):
+            repo = getattr(self, name)
+            if hasattr(repo, "session") and isinstance(getattr(repo, "session", None), Session):
+                repo.session = session
+
+    def rollback(self) -> None:
+        if self.session is not None:
+            self.session.writes.clear()
+            self.session.counters.clear()
+
+    def __exit__(self, *args: object) -> None:
+        self.rollback()
+        self.session = None
+
+    def _open(self) -> Session:
+        if self.session is None:
+            raise RuntimeError("the unit of work is not open")
+        return self.session

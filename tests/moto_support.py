@@ -1,0 +1,52 @@
+"""Moto (AWS emulation) helpers shared by the contract suite and the Lambda handler tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from accrue.adapters.aws.table import create_table_arguments, time_to_live_arguments
+
+REGION = "us-east-1"
+TABLE_NAME = "accrue-test"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+@contextmanager
+def fake_aws_environment() -> Iterator[None]:
+    """Fake credentials for moto; the real ones (if any) are restored afterwards."""
+    saved = {name: os.environ.get(name) for name in FAKE_CREDENTIALS}
+    os.environ.update(FAKE_CREDENTIALS)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def client(service: str) -> Any:
+    if service == "dynamodbstreams":
+        # moto serves the streams API only without account-id endpoints.
+        return boto3.client(service, region_name=REGION, config=Config(account_id_endpoint_mode="disabled"))
+    return boto3.client(service, region_name=REGION)
+
+
+def create_table(dynamodb: Any, name: str = TABLE_NAME) -> str:
+    """Create the single table exactly as the CDK app defines it; returns the stream ARN."""
+    description = dynamodb.create_table(**create_table_arguments(name))
+    dynamodb.update_time_to_live(**time_to_live_arguments(name))
+    return str(description["TableDescription"]["LatestStreamArn"])
