@@ -25,6 +25,7 @@ from accrue.domain.referrals import VelocityRule
 from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
 from accrue.ports import BlobStore, IdempotencyStore, UnitOfWork
 from accrue.service_layer import handlers, notifications, payouts, referrals
+from accrue.service_layer.campaigns import CAMPAIGN_COMMAND_HANDLERS, CAMPAIGN_EVENT_HANDLERS
 from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
 from accrue.service_layer.messagebus import MessageBus
 from accrue.service_layer.outbox_worker import OutboxWorker
@@ -81,6 +82,13 @@ class Application:
 
 def event_handler_table() -> dict[str, dict[str, Any]]:
     """event name -> {stable handler name -> handler}. Names are stored in the outbox."""
+    table = _core_event_handlers()
+    for event_name, subscribers in CAMPAIGN_EVENT_HANDLERS.items():
+        table.setdefault(event_name, {}).update(subscribers)
+    return table
+
+
+def _core_event_handlers() -> dict[str, dict[str, Any]]:
     return {
         "TierUpgraded": {"notify_tier_upgraded": notifications.notify_tier_upgraded},
         "MilestonesReached": {"notify_milestones_reached": notifications.notify_milestones_reached},
@@ -125,6 +133,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
     dependencies.update(overrides.get("dependencies", {}))
 
     command_table: dict[type[commands.Command], Any] = dict(handlers.COMMAND_HANDLERS)
+    command_table.update(CAMPAIGN_COMMAND_HANDLERS)
     command_table.update(referrals.COMMAND_HANDLERS)
     command_table.update(payouts.COMMAND_HANDLERS)
     command_handlers = {cmd: inject(h, dependencies) for cmd, h in command_table.items()}

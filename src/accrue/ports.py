@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from accrue.domain.campaigns import Campaign, Occasion
 from accrue.domain.events import Event
 from accrue.domain.ledger import Transfer
 from accrue.domain.members import Member
@@ -257,6 +258,7 @@ class UnitOfWork(abc.ABC):
     outbox: OutboxRepository
     imports: ImportRepository
     schedule_runs: ScheduleRunRepository
+    campaigns: CampaignRepository
     referrals: ReferralRepository
     payouts: PayoutRepository
 
@@ -485,3 +487,38 @@ class QueueWriter(abc.ABC):
 
     @abc.abstractmethod
     def send_batch(self, queue: str, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0.0) -> None: ...
+
+
+# -- campaigns ------------------------------------------------------------------------------------
+
+
+class CampaignRepository(abc.ABC):
+    """Campaign definitions, and what each has drawn from its budget account in the ledger."""
+
+    @abc.abstractmethod
+    def add(self, campaign: Campaign) -> None:
+        """Insert; a taken campaign id raises Conflict."""
+
+    @abc.abstractmethod
+    def get(self, campaign_id: str) -> Campaign | None: ...
+
+    @abc.abstractmethod
+    def save(self, campaign: Campaign) -> None:
+        """Persist a change of state (ending early)."""
+
+    @abc.abstractmethod
+    def running(self, occasion: Occasion, at: datetime) -> list[Campaign]:
+        """Campaigns reacting to ``occasion`` whose window contains ``at``."""
+
+    @abc.abstractmethod
+    def drawn(self, campaign_id: str, user_id: str | None = None) -> int:
+        """Net points the campaign's budget account has paid out (awards minus reversals), from the
+        ledger; only those paid to ``user_id`` when given."""
+
+    @abc.abstractmethod
+    def drawn_many(self, campaign_ids: Sequence[str]) -> dict[str, int]:
+        """``drawn`` for several campaigns at once (campaigns without awards are absent)."""
+
+    @abc.abstractmethod
+    def list(self, limit: int, cursor: str | None) -> Page[Campaign]:
+        """Newest first."""

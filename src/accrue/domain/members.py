@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -50,12 +52,29 @@ class Member:
     version: int = 0
     events: list[events.Event] = field(default_factory=list, repr=False)
     new_transfers: list[Transfer] = field(default_factory=list, repr=False)
+    # (lifetime, tier) before the first credit of a ``one_posting()`` block; None outside one.
+    _posting_start: tuple[int, Tier] | None = field(default=None, repr=False)
 
     @property
     def account(self) -> str:
         return member_account(self.user_id)
 
     # -- earning --------------------------------------------------------------------------------
+
+    @contextmanager
+    def one_posting(self) -> Iterator[None]:
+        """Credits made inside count as one posting: tiers and milestones are evaluated once, at the
+        end, so an order's base points and its campaign awards send one milestone notification."""
+        if self._posting_start is not None:  # nested: the outer block evaluates
+            yield
+            return
+        self._posting_start = (self.lifetime, self.tier)
+        try:
+            yield
+        finally:
+            old_lifetime, old_tier = self._posting_start
+            self._posting_start = None
+        self._evaluate(old_lifetime, old_tier)
 
     def credit(
         self,
@@ -211,6 +230,8 @@ class Member:
         self.new_transfers.append(transfer)
 
     def _evaluate(self, old_lifetime: int, old_tier: Tier) -> None:
+        if self._posting_start is not None:
+            return
         new_tier = tier_for(self.lifetime)
         if new_tier.rank > old_tier.rank:
             self.tier = new_tier

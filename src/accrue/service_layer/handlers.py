@@ -24,6 +24,7 @@ from accrue.domain.money import (
 )
 from accrue.domain.orders import LineItem, Order
 from accrue.ports import UnitOfWork
+from accrue.service_layer import campaigns
 
 Clock = Callable[[], datetime]
 
@@ -59,8 +60,14 @@ def enrol(
     phone: str | None,
     now: datetime,
     welcome_bonus_points: int,
+    signup_campaigns: bool = True,
 ) -> Member:
-    """Add a member (unique email, unique referral code) and post the welcome bonus."""
+    """Add a member (unique email, unique referral code) and award the signup campaigns.
+
+    The welcome bonus is the default signup_bonus campaign (``welcome_bonus_points``; 0 turns it
+    off). Signup campaigns are evaluated here, inside the enrolment's unit of work, so the response
+    already shows their points. ``signup_campaigns=False``: enrolled on the way (seed 000), no bonus.
+    """
     if email is not None and uow.members.get_by_email(email) is not None:
         raise Conflict("a member with this email already exists", details={"field": "email"})
     if user_id is not None and uow.members.get(user_id) is not None:
@@ -80,14 +87,8 @@ def enrol(
     uow.members.add(member)
     uow.track(member)
     uow.emit(events.UserCreated(user_id=member_id, email=member.email or "", referral_code=code))
-    if welcome_bonus_points > 0:
-        member.credit(
-            transfer_id=f"welcome:{member_id}",
-            points=welcome_bonus_points,
-            reason=Reason.WELCOME_BONUS,
-            reference=f"member:{member_id}",
-            now=now,
-        )
+    if signup_campaigns:
+        campaigns.award_signup_campaigns(uow, member, now, welcome_bonus_points)
     return member
 
 
@@ -121,6 +122,7 @@ def record_transaction(
             phone=None,
             now=now,
             welcome_bonus_points=0,
+            signup_campaigns=False,
         )
     uow.track(member)
     transaction_id = cmd.transaction_id or new_id("txn")
@@ -163,14 +165,31 @@ def create_order(cmd: commands.CreateOrder, uow: UnitOfWork, clock: Clock) -> Or
     if uow.orders.get(order_id) is not None:
         raise Conflict("an order with this orderId already exists", details={"field": "orderId"})
     first_order = uow.orders.count_for_user(member.user_id) == 0
-    transfers = member.record_purchase(
-        transfer_id=f"order:{order_id}",
-        amount=amount,
-        transaction_type="purchase",
-        reference=f"order:{order_id}",
-        now=now,
-        amount_cents=amount_minor if currency == "USD" else None,
-    )
+    tier_before = member.tier
+    with member.one_posting():
+        transfers = member.record_purchase(
+            transfer_id=f"order:{order_id}",
+            amount=amount,
+            transaction_type="purchase",
+            reference=f"order:{order_id}",
+            now=now,
+            amount_cents=amount_minor if currency == "USD" else None,
+        )
+        base_points = transfers[0].amount if transfers and transfers[0].reason is Reason.EARN else 0
+        # Purchase campaigns run in the order's own unit of work, so pointsEarned includes them.
+        transfers += campaigns.award_purchase_campaigns(
+            uow,
+            member,
+            fact_key=f"order:{order_id}",
+            amount=amount,
+            currency=currency,
+            categories={i.category.strip().lower() for i in cmd.items if i.category},
+            base_points=base_points,
+            first_order=first_order,
+            tier=tier_before,
+            occurred_at=now,
+            now=now,
+        )
     order = Order(
         order_id=order_id,
         user_id=member.user_id,
@@ -190,7 +209,7 @@ def create_order(cmd: commands.CreateOrder, uow: UnitOfWork, clock: Clock) -> Or
             amount=str(amount),
             currency=currency,
             categories=order.categories,
-            base_points=transfers[0].amount if transfers else 0,
+            base_points=base_points,
             first_order=first_order,
         )
     )

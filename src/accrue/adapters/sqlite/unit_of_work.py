@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import dumps
 from accrue.adapters.sqlite.database import Database
 from accrue.adapters.sqlite.referrals import SqlitePayoutRepository, SqliteReferralRepository
@@ -72,6 +73,7 @@ class SqliteUnitOfWork(UnitOfWork):
         self.outbox = SqliteOutboxRepository(conn)
         self.imports = SqliteImportRepository(conn)
         self.schedule_runs = SqliteScheduleRunRepository(conn)
+        self.campaigns = SqliteCampaignRepository(conn)
         self.referrals = SqliteReferralRepository(conn)
         self.payouts = SqlitePayoutRepository(conn)
         return self

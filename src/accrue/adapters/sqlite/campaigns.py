@@ -1,0 +1,151 @@
+"""SQLite repository of campaigns; budgets are read from the ledger's campaign accounts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from accrue.adapters.sqlite.codec import dumps, encode_cursor, iso, loads, parse_iso
+from accrue.adapters.sqlite.repositories import page_bounds
+from accrue.domain.campaigns import Budget, Campaign, CampaignType, Conditions, Occasion
+from accrue.domain.errors import Conflict
+from accrue.domain.ledger import campaign_budget_account
+from accrue.domain.loyalty import Tier
+from accrue.ports import CampaignRepository, Page
+
+
+def _rule(c: Campaign) -> dict[str, Any]:
+    cond = c.conditions
+    return {
+        "points": c.points,
+        "multiplier": str(c.multiplier),
+        "description": c.description,
+        "conditions": {
+            "minAmount": None if cond.min_amount is None else str(cond.min_amount),
+            "currency": cond.currency,
+            "categories": sorted(cond.categories),
+            "tiers": sorted(str(t) for t in cond.tiers),
+            "firstOrderOnly": cond.first_order_only,
+            "milestones": sorted(cond.milestones),
+        },
+        "budget": {"totalPoints": c.budget.total_points, "perMemberPoints": c.budget.per_member_points},
+    }
+
+
+def _campaign(row: sqlite3.Row) -> Campaign:
+    rule = loads(row["rule"])
+    cond = rule["conditions"]
+    return Campaign(
+        campaign_id=row["campaign_id"],
+        name=row["name"],
+        type=CampaignType(row["type"]),
+        created_at=parse_iso(row["created_at"]),
+        points=int(rule["points"]),
+        multiplier=Decimal(rule["multiplier"]),
+        conditions=Conditions(
+            min_amount=None if cond["minAmount"] is None else Decimal(cond["minAmount"]),
+            currency=cond["currency"],
+            categories=frozenset(cond["categories"]),
+            tiers=frozenset(Tier(t) for t in cond["tiers"]),
+            first_order_only=bool(cond["firstOrderOnly"]),
+            milestones=frozenset(int(m) for m in cond["milestones"]),
+        ),
+        starts_at=parse_iso(row["starts_at"]) if row["starts_at"] else None,
+        ends_at=parse_iso(row["ends_at"]) if row["ends_at"] else None,
+        ended_at=parse_iso(row["ended_at"]) if row["ended_at"] else None,
+        priority=row["priority"],
+        exclusive=bool(row["exclusive"]),
+        budget=Budget(
+            total_points=rule["budget"]["totalPoints"],
+            per_member_points=rule["budget"]["perMemberPoints"],
+        ),
+        description=rule["description"],
+    )
+
+
+def _opt_iso(value: Any) -> str | None:
+    return iso(value) if value is not None else None
+
+
+class SqliteCampaignRepository(CampaignRepository):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def add(self, campaign: Campaign) -> None:
+        now = iso(campaign.created_at)
+        try:
+            self.conn.execute(
+                "INSERT INTO campaigns (campaign_id, name, type, occasion, rule, priority, exclusive, starts_at, "
+                "ends_at, ended_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    campaign.campaign_id,
+                    campaign.name,
+                    str(campaign.type),
+                    str(campaign.occasion),
+                    dumps(_rule(campaign)),
+                    campaign.priority,
+                    int(campaign.exclusive),
+                    _opt_iso(campaign.starts_at),
+                    _opt_iso(campaign.ends_at),
+                    _opt_iso(campaign.ended_at),
+                    now,
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"campaign {campaign.campaign_id} already exists", details={"field": "campaignId"}) from None
+
+    def get(self, campaign_id: str) -> Campaign | None:
+        row = self.conn.execute("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
+        return _campaign(row) if row else None
+
+    def save(self, campaign: Campaign) -> None:
+        self.conn.execute(
+            "UPDATE campaigns SET ended_at = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+            "WHERE campaign_id = ?",
+            (_opt_iso(campaign.ended_at), campaign.campaign_id),
+        )
+
+    def running(self, occasion: Occasion, at: datetime) -> list[Campaign]:
+        when = iso(at)
+        rows = self.conn.execute(
+            "SELECT * FROM campaigns WHERE occasion = ? AND (starts_at IS NULL OR starts_at <= ?) "
+            "AND (ends_at IS NULL OR ends_at > ?) AND (ended_at IS NULL OR ended_at > ?)",
+            (str(occasion), when, when, when),
+        ).fetchall()
+        return [_campaign(r) for r in rows]
+
+    def drawn(self, campaign_id: str, user_id: str | None = None) -> int:
+        account = campaign_budget_account(campaign_id)
+        member_clause = "" if user_id is None else " AND member_id = ?"
+        params: tuple[str, ...] = (account,) if user_id is None else (account, user_id)
+        paid = self.conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM transfers "
+            f"WHERE debit_account = ? AND debit_account GLOB 'campaign:*'{member_clause}",
+            params,
+        ).fetchone()[0]
+        returned = self.conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM transfers "
+            f"WHERE credit_account = ? AND credit_account GLOB 'campaign:*'{member_clause}",
+            params,
+        ).fetchone()[0]
+        return int(paid) - int(returned)
+
+    def drawn_many(self, campaign_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for campaign_id in campaign_ids:
+            value = self.drawn(campaign_id)
+            if value:
+                found[campaign_id] = value
+        return found
+
+    def list(self, limit: int, cursor: str | None) -> Page[Campaign]:
+        before = page_bounds(cursor)
+        rows = self.conn.execute(
+            "SELECT * FROM campaigns WHERE seq < ? ORDER BY seq DESC LIMIT ?", (before, limit + 1)
+        ).fetchall()
+        next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return Page([_campaign(r) for r in rows[:limit]], next_cursor)

@@ -1,0 +1,1 @@
+"""JSON Schemas of declarative documents (loaded with importlib.resources)."""
