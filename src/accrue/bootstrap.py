@@ -13,18 +13,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from accrue.adapters.inbound import build_registry
 from accrue.adapters.local.blobs import LocalBlobStore
+from accrue.adapters.local.http_sender import HttpxWebhookSender
+from accrue.adapters.local.outbox_channels import LocalChannelOutbox, LocalOutboxNotifier
+from accrue.adapters.local.smtp import SmtpNotifier
 from accrue.adapters.local.templates import JinjaRenderer
 from accrue.adapters.sqlite.database import Database
 from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
 from accrue.adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from accrue.config import Settings
 from accrue.domain import commands
+from accrue.domain.notification_channels import Channel
 from accrue.domain.payouts import month_before
 from accrue.domain.referrals import VelocityRule
 from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
-from accrue.ports import BlobStore, IdempotencyStore, UnitOfWork
-from accrue.service_layer import handlers, notifications, payouts, referrals
+from accrue.domain.webhooks import RetrySchedule
+from accrue.ports import BlobStore, IdempotencyStore, Notifier, TemplateRenderer, UnitOfWork
+from accrue.service_layer import handlers, notifications, notify, payouts, referrals, webhooks_in, webhooks_out
 from accrue.service_layer.campaigns import CAMPAIGN_COMMAND_HANDLERS, CAMPAIGN_EVENT_HANDLERS
 from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
 from accrue.service_layer.messagebus import MessageBus
@@ -85,6 +91,8 @@ def event_handler_table() -> dict[str, dict[str, Any]]:
     table = _core_event_handlers()
     for event_name, subscribers in CAMPAIGN_EVENT_HANDLERS.items():
         table.setdefault(event_name, {}).update(subscribers)
+    for event_name, subscribers in webhooks_out.EVENT_HANDLERS.items():
+        table.setdefault(event_name, {}).update(subscribers)
     return table
 
 
@@ -129,6 +137,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
             window_seconds=settings.referral_velocity_window_seconds,
         ),
         "payout_settings": payouts.PayoutSettings(chunk_size=settings.payout_chunk_size),
+        "webhook_retry_schedule": RetrySchedule(tuple(settings.webhook_retry_schedule_seconds)),
     }
     dependencies.update(overrides.get("dependencies", {}))
 
@@ -136,6 +145,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
     command_table.update(CAMPAIGN_COMMAND_HANDLERS)
     command_table.update(referrals.COMMAND_HANDLERS)
     command_table.update(payouts.COMMAND_HANDLERS)
+    command_table.update(notify.COMMAND_HANDLERS)
     command_handlers = {cmd: inject(h, dependencies) for cmd, h in command_table.items()}
     event_handlers = {
         name: {handler_name: inject(h, dependencies) for handler_name, h in table.items()}
@@ -173,4 +183,70 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         ),
     )
     application.services["scheduler"] = scheduler
+    _wire_webhooks_and_channels(application, uow_factory, database, renderer, overrides)
     return application
+
+
+def _wire_webhooks_and_channels(
+    application: Application,
+    uow_factory: Callable[..., UnitOfWork],
+    database: Database,
+    renderer: TemplateRenderer,
+    overrides: Mapping[str, Any],
+) -> None:
+    """Inbound webhook adapters, the outbound delivery worker and the notification channels."""
+    settings, clock, bus = application.settings, application.clock, application.bus
+    adapters = overrides.get("inbound_adapters") or build_registry(
+        stripe_secrets=settings.stripe_webhook_secrets,
+        shopify_secrets=settings.shopify_webhook_secrets,
+        standard_sources=settings.standard_webhook_secrets,
+        tolerance_seconds=settings.webhook_tolerance_seconds,
+    )
+    assert application.blobs is not None
+    application.services["webhook_receiver"] = webhooks_in.WebhookReceiver(
+        adapters, uow_factory, application.blobs, clock, bus.command_handlers[commands.CreateOrder]
+    )
+    sender = overrides.get("webhook_sender") or HttpxWebhookSender(
+        timeout_seconds=settings.webhook_timeout_seconds,
+        allow_loopback=settings.webhooks_allow_loopback,
+        allow_http=settings.env != "production",
+    )
+    application.services["webhook_endpoints"] = webhooks_out.WebhookEndpoints(uow_factory, sender, clock)
+    application.services["webhook_delivery"] = webhooks_out.WebhookDeliveryWorker(
+        uow_factory,
+        sender,
+        clock,
+        RetrySchedule(tuple(settings.webhook_retry_schedule_seconds)),
+        # Longer than one request can take, so a leased delivery is never sent twice at once.
+        lease_seconds=settings.webhook_timeout_seconds * 2 + 30,
+        poll_seconds=settings.webhook_poll_seconds,
+    )
+    outbox = LocalChannelOutbox(database)
+    application.services["channel_outbox"] = outbox
+    notifiers: dict[Channel, Notifier] = {
+        Channel.EMAIL: (
+            SmtpNotifier(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password,
+                starttls=settings.smtp_starttls,
+                timeout_seconds=settings.smtp_timeout_seconds,
+            )
+            if settings.smtp_host
+            else LocalOutboxNotifier(outbox, Channel.EMAIL)
+        ),
+        Channel.SMS: LocalOutboxNotifier(outbox, Channel.SMS),
+        Channel.PUSH: LocalOutboxNotifier(outbox, Channel.PUSH),
+    }
+    notifiers.update(overrides.get("notifiers", {}))
+    application.services["notification_dispatcher"] = notify.NotificationDispatcher(
+        uow_factory,
+        notifiers,
+        renderer,
+        clock,
+        max_attempts=settings.notification_max_attempts,
+        retry_base_seconds=settings.notification_retry_base_seconds,
+        poll_seconds=settings.notification_poll_seconds,
+    )

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Known only so that it can be refused: a production deployment must bring its own secret.
 DEVELOPMENT_JWT_SECRET = "accrue-development-secret-change-me-0123456789"  # noqa: S105
+# The webhook secret the development docs use; refused, like the JWT one, in production.
+DEVELOPMENT_WEBHOOK_SECRET = "whsec_YWNjcnVlLWRldmVsb3BtZW50LXdlYmhvb2sta2V5"  # noqa: S105
+WEBHOOK_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+BUILT_IN_WEBHOOK_PROVIDERS = frozenset({"stripe", "shopify"})
+MIN_PRODUCTION_WEBHOOK_SECRET_LENGTH = 24
 
 
 class Settings(BaseSettings):
@@ -51,6 +59,36 @@ class Settings(BaseSettings):
     outbox_base_delay_seconds: float = Field(default=1.0, ge=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # -- webhooks in (a provider without secrets is disabled) ------------------------------------
+    # Comma-separated: every listed secret is accepted, so a secret can be rotated without downtime.
+    stripe_webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    shopify_webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # JSON {"source": "whsec_..." | ["whsec_...", ...]}: each source is served at /webhooks/{source}.
+    standard_webhook_secrets: dict[str, list[str]] = Field(default_factory=dict)
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+    # -- webhooks out ----------------------------------------------------------------------------
+    # Delay before each attempt (Standard Webhooks schedule: now, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+    webhook_retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0], min_length=1
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Development only: lets subscriber URLs point at this machine (refused in production).
+    webhooks_allow_loopback: bool = False
+
+    # -- notification channels (email goes to the local outbox until an SMTP host is set) --------
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "accrue <no-reply@localhost>"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    notification_max_attempts: int = Field(default=5, ge=1)
+    notification_retry_base_seconds: float = Field(default=5.0, ge=0)
+    notification_poll_seconds: float = Field(default=1.0, gt=0)
+
     @model_validator(mode="after")
     def refuse_unsafe_production_values(self) -> Settings:
         if self.env == "production":
@@ -60,4 +98,55 @@ class Settings(BaseSettings):
                 )
             if len(self.jwt_secret) < 32:
                 raise ValueError("ACCRUE_JWT_SECRET: must be at least 32 characters in production")
+        return self
+
+    @field_validator("stripe_webhook_secrets", "shopify_webhook_secrets", mode="before")
+    @classmethod
+    def split_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("standard_webhook_secrets", mode="before")
+    @classmethod
+    def secrets_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: [secret] if isinstance(secret, str) else secret for name, secret in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def check_webhook_settings(self) -> Settings:
+        for name, secrets in self.standard_webhook_secrets.items():
+            field = f"ACCRUE_STANDARD_WEBHOOK_SECRETS[{name}]"
+            if not WEBHOOK_SOURCE_NAME.match(name) or name in BUILT_IN_WEBHOOK_PROVIDERS:
+                raise ValueError(f"{field}: a source name is 1-40 of a-z 0-9 _ - and not stripe or shopify")
+            if not secrets:
+                raise ValueError(f"{field}: needs at least one whsec_ secret")
+            for secret in secrets:
+                if not secret.startswith("whsec_"):
+                    raise ValueError(f"{field}: a Standard Webhooks secret starts with whsec_")
+                key = secret.removeprefix("whsec_")
+                try:
+                    decoded = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
+                except binascii.Error:
+                    decoded = b""
+                if not decoded:
+                    raise ValueError(f"{field}: the part after whsec_ must be non-empty base64")
+        if self.env == "production":
+            if self.webhooks_allow_loopback:
+                raise ValueError("ACCRUE_WEBHOOKS_ALLOW_LOOPBACK: refused when ACCRUE_ENV=production")
+            configured = {
+                "ACCRUE_STRIPE_WEBHOOK_SECRETS": self.stripe_webhook_secrets,
+                "ACCRUE_SHOPIFY_WEBHOOK_SECRETS": self.shopify_webhook_secrets,
+                **{f"ACCRUE_STANDARD_WEBHOOK_SECRETS[{k}]": v for k, v in self.standard_webhook_secrets.items()},
+            }
+            for field, secrets in configured.items():
+                for secret in secrets:
+                    if secret == DEVELOPMENT_WEBHOOK_SECRET:
+                        raise ValueError(f"{field}: the development webhook secret is refused in production")
+                    if len(secret) < MIN_PRODUCTION_WEBHOOK_SECRET_LENGTH:
+                        raise ValueError(
+                            f"{field}: secrets must be at least {MIN_PRODUCTION_WEBHOOK_SECRET_LENGTH} "
+                            "characters in production"
+                        )
         return self

@@ -12,10 +12,26 @@ from accrue.domain.campaigns import Campaign, Occasion
 from accrue.domain.events import Event
 from accrue.domain.ledger import Transfer
 from accrue.domain.members import Member
+from accrue.domain.notification_channels import (
+    ChannelMessage,
+    PendingSend,
+    Preferences,
+    QueuedNotification,
+    SendRecord,
+    SendStatus,
+)
 from accrue.domain.notifications import Notification
 from accrue.domain.orders import Order
 from accrue.domain.payouts import PayoutLine, PayoutRun
 from accrue.domain.referrals import Referral, ReferrerSummary, RewardStatus
+from accrue.domain.webhooks import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    InboundEvent,
+    ReceivedWebhook,
+    WebhookEndpoint,
+)
 
 T = TypeVar("T")
 
@@ -258,6 +274,11 @@ class UnitOfWork(abc.ABC):
     outbox: OutboxRepository
     imports: ImportRepository
     schedule_runs: ScheduleRunRepository
+    webhook_events: WebhookEventRepository
+    webhook_endpoints: WebhookEndpointRepository
+    webhook_deliveries: WebhookDeliveryRepository
+    notification_preferences: PreferenceRepository
+    notification_sends: NotificationSendRepository
     campaigns: CampaignRepository
     referrals: ReferralRepository
     payouts: PayoutRepository
@@ -487,6 +508,178 @@ class QueueWriter(abc.ABC):
 
     @abc.abstractmethod
     def send_batch(self, queue: str, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0.0) -> None: ...
+
+
+# -- webhooks and notification channels -----------------------------------------------------------
+
+
+class WebhookEventRepository(abc.ABC):
+    """Inbound provider events, each recorded once (unique per provider and event id)."""
+
+    @abc.abstractmethod
+    def seen(self, provider: str, event_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def record(self, received: ReceivedWebhook) -> bool:
+        """False when this provider's event id was already recorded (nothing written)."""
+
+    @abc.abstractmethod
+    def for_member(self, member_id: str) -> list[ReceivedWebhook]:
+        """Every stored event that named the member, with the key of its archived payload."""
+
+    @abc.abstractmethod
+    def forget_member(self, member_id: str) -> list[str]:
+        """Unlink the member from stored events (the event ids stay, so replays are still refused);
+        returns the blob keys of the archived payloads, for the caller to delete."""
+
+
+class WebhookEndpointRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, endpoint: WebhookEndpoint) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    @abc.abstractmethod
+    def page(self, limit: int, cursor: str | None) -> Page[WebhookEndpoint]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def subscribed_to(self, event_type: str) -> list[WebhookEndpoint]:
+        """Enabled endpoints that chose this event type."""
+
+    @abc.abstractmethod
+    def disable(self, endpoint_id: str, reason: str, now: datetime) -> None: ...
+
+
+class WebhookDeliveryRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, delivery: Delivery) -> bool:
+        """False when this event was already queued for this endpoint."""
+
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Lease due deliveries: their next attempt moves ``lease_seconds`` on so no one else takes them."""
+
+    @abc.abstractmethod
+    def get(self, delivery_id: str) -> Delivery | None: ...
+
+    @abc.abstractmethod
+    def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: DeliveryAttempt,
+        status: DeliveryStatus,
+        next_attempt_at: datetime | None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def fail_pending(self, endpoint_id: str, reason: str, now: datetime) -> int:
+        """Give up every pending delivery of an endpoint (it was disabled); returns how many."""
+
+    @abc.abstractmethod
+    def list_for_endpoint(self, endpoint_id: str, limit: int, cursor: str | None) -> Page[Delivery]:
+        """Newest first, each with its attempts."""
+
+    @abc.abstractmethod
+    def forget_member(self, member_id: str) -> int:
+        """Replace the payloads of deliveries about the member with an erasure marker; returns how many."""
+
+
+class PreferenceRepository(abc.ABC):
+    @abc.abstractmethod
+    def get(self, user_id: str) -> Preferences:
+        """The member's channel preferences (every channel on when none were saved)."""
+
+    @abc.abstractmethod
+    def put(self, preferences: Preferences) -> None: ...
+
+
+class NotificationSendRepository(abc.ABC):
+    """One row per (notification, channel): the de-duplication record of every channel send."""
+
+    @abc.abstractmethod
+    def queued(self, limit: int) -> list[QueuedNotification]:
+        """Stored notifications not yet planned into channel sends, oldest first."""
+
+    @abc.abstractmethod
+    def plan(
+        self,
+        notification_id: str,
+        sends: Sequence[tuple[str, str, SendStatus, str | None]],
+        now: datetime,
+    ) -> None:
+        """Record (dedupe key, channel, pending|skipped, reason) for a queued notification; an existing
+        key is left alone. The notification leaves the queue in the same transaction."""
+
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int) -> list[PendingSend]:
+        """Move due pending sends to ``sending`` (attempts + 1) and return them."""
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        send_id: int,
+        status: SendStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """``sent``, ``skipped``, ``failed``, or ``pending`` again with ``retry_at``."""
+
+    @abc.abstractmethod
+    def for_notification(self, notification_id: str) -> list[SendRecord]: ...
+
+
+class Notifier(abc.ABC):
+    """One channel's way out: SMTP, a local outbox, or (on AWS) SES/SNS.
+
+    ``send`` returns when the message has left and raises when it did not; the dispatcher records the
+    send's de-duplication key first, so a message is never sent twice for one event.
+    """
+
+    @abc.abstractmethod
+    def send(self, message: ChannelMessage) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAttemptResult:
+    """What happened to one outbound HTTP request. Network failures are results, not exceptions."""
+
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class WebhookSender(abc.ABC):
+    """Signs (Standard Webhooks) and POSTs our events to subscriber URLs, refusing unsafe targets."""
+
+    @abc.abstractmethod
+    def check_url(self, url: str) -> None:
+        """Raise ``UrlRefused(rule)`` when the URL may not receive webhooks (scheme, credentials, or a
+        host that does not resolve or resolves to a private, loopback, link-local or other non-public
+        address)."""
+
+    @abc.abstractmethod
+    def deliver(
+        self, url: str, secret: str, message_id: str, timestamp: datetime, payload: str
+    ) -> HttpAttemptResult: ...
+
+
+class InboundWebhookAdapter(abc.ABC):
+    """A provider's webhook dialect: verify the raw bytes, then parse them into an ``InboundEvent``."""
+
+    provider: str
+
+    @abc.abstractmethod
+    def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> None:
+        """Raise ``WebhookRejected`` unless the signature (and timestamp, where the scheme has one) holds.
+        ``headers`` have lower-case names."""
+
+    @abc.abstractmethod
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> InboundEvent:
+        """Only called on verified bytes; ``InvalidInput`` names the offending field."""
 
 
 # -- campaigns ------------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ from datetime import UTC, datetime
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import dumps
 from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.notification_channels import (
+    SqliteNotificationSendRepository,
+    SqlitePreferenceRepository,
+)
 from accrue.adapters.sqlite.referrals import SqlitePayoutRepository, SqliteReferralRepository
 from accrue.adapters.sqlite.repositories import (
     SqliteImportRepository,
@@ -18,6 +22,11 @@ from accrue.adapters.sqlite.repositories import (
     SqliteOrderRepository,
     SqliteOutboxRepository,
     SqliteScheduleRunRepository,
+)
+from accrue.adapters.sqlite.webhooks import (
+    SqliteWebhookDeliveryRepository,
+    SqliteWebhookEndpointRepository,
+    SqliteWebhookEventRepository,
 )
 from accrue.domain.events import Event
 from accrue.ports import UnitOfWork
@@ -73,6 +82,11 @@ class SqliteUnitOfWork(UnitOfWork):
         self.outbox = SqliteOutboxRepository(conn)
         self.imports = SqliteImportRepository(conn)
         self.schedule_runs = SqliteScheduleRunRepository(conn)
+        self.webhook_events = SqliteWebhookEventRepository(conn)
+        self.webhook_endpoints = SqliteWebhookEndpointRepository(conn)
+        self.webhook_deliveries = SqliteWebhookDeliveryRepository(conn)
+        self.notification_preferences = SqlitePreferenceRepository(conn)
+        self.notification_sends = SqliteNotificationSendRepository(conn)
         self.campaigns = SqliteCampaignRepository(conn)
         self.referrals = SqliteReferralRepository(conn)
         self.payouts = SqlitePayoutRepository(conn)

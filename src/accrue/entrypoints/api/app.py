@@ -10,11 +10,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accrue.bootstrap import Application
 from accrue.entrypoints.api import errors
-from accrue.entrypoints.api.routers import campaigns, loyalty, payouts, referrals, system
+from accrue.entrypoints.api.routers import campaigns, loyalty, payouts, preferences, referrals, system, webhooks
 from accrue.entrypoints.api.security import TokenBucket
 
 # Every router module of the API (each exposes ``api``), in the order they appear in the docs.
-ROUTERS = (system, loyalty, referrals, payouts, campaigns)
+ROUTERS = (system, loyalty, referrals, payouts, webhooks, preferences, campaigns)
 
 DESCRIPTION = """
 Loyalty, rewards, referral and payments platform.

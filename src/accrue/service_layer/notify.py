@@ -1,0 +1,245 @@
+"""Channel delivery of stored notifications (email, SMS, push), honouring member preferences.
+
+The loyalty core's event handlers store each notification with its texts (``notifications`` table);
+storing it also queues it for channels in the same transaction (a trigger in SQLite). The
+``NotificationDispatcher`` then works in three short steps, none of which holds a transaction
+while a message is on the wire:
+
+1. plan: for each queued notification, one send per channel, ``pending`` or ``skipped`` (the member
+   turned the channel off, or has no address for it), keyed by the notification's own key (event id
+   and kind) plus the channel: a second plan of the same notification adds nothing;
+2. claim: due ``pending`` sends become ``sending`` in a committed transaction *before* the message
+   leaves;
+3. send, then record ``sent`` (or ``pending`` again with a backoff, ``failed`` after the last attempt).
+
+A crash between 2 and 3 leaves the send ``sending``: it is never sent again automatically, so no
+member hears about one event twice on one channel (at most once; operators see such sends in the
+table and may re-queue them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from accrue.domain.commands import Command
+from accrue.domain.errors import NotFound
+from accrue.domain.members import Member
+from accrue.domain.notification_channels import (
+    Channel,
+    ChannelMessage,
+    PendingSend,
+    Preferences,
+    Recipient,
+    SendStatus,
+    UpdatePreferences,
+    plan_channel,
+    send_key,
+)
+from accrue.ports import Notifier, TemplateRenderer, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+UowFactory = Callable[..., UnitOfWork]
+EMAIL_LAYOUT_TEMPLATE = "notifications/email_layout.html"
+
+
+def recipient_of(member: Member | None) -> Recipient | None:
+    if member is None:
+        return None
+    return Recipient(user_id=member.user_id, email=member.email, phone=member.phone, erased=member.erased)
+
+
+# -- preferences --------------------------------------------------------------------------------
+
+
+def update_preferences(cmd: UpdatePreferences, uow: UnitOfWork, clock: Callable[[], datetime]) -> Preferences:
+    member = uow.members.get(cmd.user_id)
+    if member is None or member.erased:
+        raise NotFound(f"user {cmd.user_id} not found", details={"field": "userId"})
+    preferences = Preferences(user_id=cmd.user_id, email=cmd.email, sms=cmd.sms, push=cmd.push, updated_at=clock())
+    uow.notification_preferences.put(preferences)
+    uow.commit()
+    return preferences
+
+
+def get_preferences(uow: UnitOfWork, user_id: str) -> Preferences:
+    member = uow.members.get(user_id)
+    if member is None or member.erased:
+        raise NotFound(f"user {user_id} not found", details={"field": "userId"})
+    return uow.notification_preferences.get(user_id)
+
+
+# -- dispatch -----------------------------------------------------------------------------------
+
+
+class NotificationDispatcher:
+    def __init__(
+        self,
+        uow_factory: UowFactory,
+        notifiers: Mapping[Channel, Notifier],
+        renderer: TemplateRenderer,
+        clock: Callable[[], datetime],
+        *,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 5.0,
+        batch_size: int = 50,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.notifiers = dict(notifiers)
+        self.renderer = renderer
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.retry_base_seconds = retry_base_seconds
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Plan queued notifications and attempt every due send once; returns how much was done."""
+        return self.plan_queued() + self.send_due()
+
+    def drain(self, max_rounds: int = 100) -> None:
+        for _ in range(max_rounds):
+            if self.run_once() == 0:
+                return
+
+    def plan_queued(self) -> int:
+        now = self.clock()
+        with self.uow_factory() as uow:
+            queued = uow.notification_sends.queued(self.batch_size)
+            for item in queued:
+                notification = item.notification
+                recipient = recipient_of(uow.members.get(notification.user_id))
+                preferences = uow.notification_preferences.get(notification.user_id)
+                sends: list[tuple[str, str, SendStatus, str | None]] = []
+                for channel in Channel:
+                    reason = (
+                        plan_channel(channel, preferences, recipient)
+                        if channel in self.notifiers
+                        else f"no {channel.value} channel is configured"
+                    )
+                    status = SendStatus.SKIPPED if reason else SendStatus.PENDING
+                    sends.append((send_key(item.dedupe_key, channel), channel.value, status, reason))
+                uow.notification_sends.plan(notification.notification_id, sends, now)
+            uow.commit()
+        return len(queued)
+
+    def send_due(self) -> int:
+        with self.uow_factory() as uow:
+            claimed = uow.notification_sends.claim_due(self.clock(), self.batch_size)
+            uow.commit()
+        for send in claimed:
+            try:
+                self._send(send)
+            except Exception:
+                log.exception("notification send %s could not be completed", send.dedupe_key)
+        return len(claimed)
+
+    def _send(self, send: PendingSend) -> None:
+        notification = send.notification
+        with self.uow_factory(readonly=True) as uow:
+            recipient = recipient_of(uow.members.get(notification.user_id))
+            preferences = uow.notification_preferences.get(notification.user_id)
+        # Checked again at send time: the member may have opted out, or been erased, since planning.
+        reason = plan_channel(send.channel, preferences, recipient)
+        if reason is not None or recipient is None:
+            self._finish(send, SendStatus.SKIPPED, reason=reason or "no such member")
+            return
+        address = recipient.address(send.channel)
+        if address is None:
+            self._finish(send, SendStatus.SKIPPED, reason=f"no {send.channel.value} address")
+            return
+        message = self.message_for(send, address)
+        try:
+            self.notifiers[send.channel].send(message)
+        except Exception as exc:  # noqa: BLE001 - a refused message did not leave: retry, then give up
+            error = f"{type(exc).__name__}: {exc}"
+            if send.attempts >= self.max_attempts:
+                log.warning("notification %s failed for good: %s", send.dedupe_key, error)
+                self._finish(send, SendStatus.FAILED, reason=error)
+            else:
+                delay = self.retry_base_seconds * (2 ** (send.attempts - 1))
+                self._finish(send, SendStatus.PENDING, reason=error, retry_at=self.clock() + timedelta(seconds=delay))
+            return
+        self._finish(send, SendStatus.SENT)
+
+    def message_for(self, send: PendingSend, address: str) -> ChannelMessage:
+        notification = send.notification
+        texts = notification.message
+        default = texts.get("default", "")
+        if send.channel is Channel.EMAIL:
+            body = texts.get("email") or default
+            html = self.renderer.render(
+                EMAIL_LAYOUT_TEMPLATE,
+                {"subject": notification.subject, "paragraphs": [p for p in body.split("\n\n") if p.strip()]},
+            )
+            return ChannelMessage(
+                channel=send.channel,
+                dedupe_key=send.dedupe_key,
+                user_id=notification.user_id,
+                recipient=address,
+                subject=notification.subject,
+                text=body,
+                html=html,
+            )
+        text = (texts.get("sms") or default) if send.channel is Channel.SMS else default
+        return ChannelMessage(
+            channel=send.channel,
+            dedupe_key=send.dedupe_key,
+            user_id=notification.user_id,
+            recipient=address,
+            subject=notification.subject,
+            text=text,
+        )
+
+    def _finish(
+        self,
+        send: PendingSend,
+        status: SendStatus,
+        *,
+        reason: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        with self.uow_factory() as uow:
+            uow.notification_sends.finish(send.send_id, status, self.clock(), reason=reason, retry_at=retry_at)
+            uow.commit()
+
+    # -- background thread ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="notification-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                handled = self.run_once()
+            except Exception:
+                log.exception("notification dispatch round failed")
+                handled = 0
+            if handled == 0:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+
+
+COMMAND_HANDLERS: dict[type[Command], Callable[..., Any]] = {UpdatePreferences: update_preferences}
