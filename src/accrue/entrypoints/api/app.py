@@ -54,7 +54,9 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise errors.ApiError(413, f"body larger than {self.max_bytes} bytes")
+                    raise errors.ApiError(
+                        413, f"body larger than {self.max_bytes} bytes", details={"limitBytes": self.max_bytes}
+                    )
             return message
 
         await self.app(scope, limited_receive, send)

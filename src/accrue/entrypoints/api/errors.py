@@ -29,8 +29,12 @@ STATUS_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error raised by the HTTP layer itself (auth, rate limit, idempotency)."""
+class ApiError(StarletteHTTPException):
+    """An error raised by the HTTP layer itself (auth, rate limit, body limit).
+
+    An HTTPException so that FastAPI passes it through unchanged when it is raised while the body is
+    being read (the body limit), instead of turning it into a generic 400.
+    """
 
     def __init__(
         self,
@@ -41,8 +45,7 @@ class ApiError(Exception):
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(status_code, detail=message, headers=headers)
         self.code = code or STATUS_CODES.get(status_code, "ERROR")
         self.message = message
         self.details = details or {}

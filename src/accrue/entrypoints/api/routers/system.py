@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
@@ -34,7 +35,7 @@ def list_dead_letters(
     app: App, principal: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> dict[str, object]:
     items = dead_letters.list_all(app, limit)
-    return ok(schemas.DeadLetterPage(dead_letters=[schemas.DeadLetter(**i.__dict__) for i in items]))
+    return ok(schemas.DeadLetterPage(dead_letters=[schemas.DeadLetter(**dataclasses.asdict(i)) for i in items]))
 
 
 @api.post("/admin/dead-letters/{id}/redrive", response_model=Envelope[schemas.Redriven], tags=["admin"])
