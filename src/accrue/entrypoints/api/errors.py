@@ -113,7 +113,13 @@ def validation_details(exc: RequestValidationError) -> dict[str, Any]:
 def to_response(exc: Exception) -> JSONResponse:
     """Map any exception to the envelope (used by handlers and by the idempotency wrapper)."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status_code, exc.message, code=exc.code, details=exc.details, headers=exc.headers)
+        return error_response(
+            exc.status_code,
+            exc.message,
+            code=exc.code,
+            details=exc.details,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
     if isinstance(exc, DomainError):
         return error_response(domain_status(exc), exc.message, details=exc.details)
     if isinstance(exc, RequestValidationError):
