@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -59,6 +60,23 @@ class Settings(BaseSettings):
     outbox_base_delay_seconds: float = Field(default=1.0, ge=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # -- payments --------------------------------------------------------------------------------
+    payment_workers: int = Field(default=2, ge=0, le=32)
+    payment_poll_seconds: float = Field(default=0.5, gt=0)
+    payment_queue_visibility_seconds: float = Field(default=60.0, gt=0)
+    payment_queue_max_receive_count: int = Field(default=3, ge=1)
+    payment_queue_retention_seconds: int = Field(default=14 * 86_400, ge=60)
+    # The workflow's first retry interval (its backoff rate and retry count still apply); tests shrink it.
+    payment_retry_interval_seconds: float = Field(default=2.0, ge=0)
+    payment_lease_seconds: float = Field(default=30.0, gt=0)
+    # The validation step's risk limit per payment, in major units of its currency.
+    payment_max_amount: Decimal | None = Field(default=Decimal("1000000"), gt=0)
+    # Batch uploads stream to disk; this is their own limit (JSON bodies keep max_body_bytes).
+    payment_batch_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    payment_batch_chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+    spool_dir: Path = Path("var/spool")
+    inbox_poll_seconds: float = Field(default=2.0, gt=0)
+
     # -- webhooks in (a provider without secrets is disabled) ------------------------------------
     # Comma-separated: every listed secret is accepted, so a secret can be rotated without downtime.
     stripe_webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -89,9 +107,33 @@ class Settings(BaseSettings):
     notification_retry_base_seconds: float = Field(default=5.0, ge=0)
     notification_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # -- AWS (ACCRUE_BACKEND=aws; names come from the CDK stack's environment) --------------------
+    table_name: str | None = None
+    payments_queue_url: str | None = None
+    notifications_queue_url: str | None = None
+    reports_bucket: str | None = None
+    uploads_bucket: str | None = None
+    archive_bucket: str | None = None
+    notifications_topic_arn: str | None = None
+    event_bus_name: str | None = None
+    payment_state_machine_arn: str | None = None
+    # The JWT signing secret lives in Secrets Manager; the Lambda handlers read it at cold start.
+    jwt_secret_arn: str | None = None
+    # Another endpoint for every AWS client (LocalStack, a VPC endpoint); unset in Lambda.
+    aws_endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def require_aws_names(self) -> Settings:
+        if self.backend == "aws":
+            for name in ("table_name", "reports_bucket"):
+                if not getattr(self, name):
+                    raise ValueError(f"ACCRUE_{name.upper()}: required when ACCRUE_BACKEND=aws")
+        return self
+
     @model_validator(mode="after")
     def refuse_unsafe_production_values(self) -> Settings:
-        if self.env == "production":
+        # With ACCRUE_JWT_SECRET_ARN the secret is fetched (and checked again) at cold start.
+        if self.env == "production" and not self.jwt_secret_arn:
             if self.jwt_secret == DEVELOPMENT_JWT_SECRET:
                 raise ValueError(
                     "ACCRUE_JWT_SECRET: the built-in development secret is refused when ACCRUE_ENV=production"

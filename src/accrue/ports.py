@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from accrue.domain.campaigns import Campaign, Occasion
+from accrue.domain.audit import AuditEntry, AuditRecord
 from accrue.domain.events import Event
 from accrue.domain.ledger import Transfer
 from accrue.domain.members import Member
@@ -22,6 +23,7 @@ from accrue.domain.notification_channels import (
 )
 from accrue.domain.notifications import Notification
 from accrue.domain.orders import Order
+from accrue.domain.payments import BatchRowIssue, Payment, PaymentBatch, PaymentStatus
 from accrue.domain.payouts import PayoutLine, PayoutRun
 from accrue.domain.referrals import Referral, ReferrerSummary, RewardStatus
 from accrue.domain.webhooks import (
@@ -274,6 +276,10 @@ class UnitOfWork(abc.ABC):
     outbox: OutboxRepository
     imports: ImportRepository
     schedule_runs: ScheduleRunRepository
+    payments: PaymentRepository
+    payment_batches: PaymentBatchRepository
+    audit: AuditLogRepository
+    queues: QueueWriter
     webhook_events: WebhookEventRepository
     webhook_endpoints: WebhookEndpointRepository
     webhook_deliveries: WebhookDeliveryRepository
@@ -475,6 +481,11 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     def delete(self, receipt_handle: str) -> None:
         """Acknowledge: the message is done. A stale handle (delivered again since) changes nothing."""
+
+    def delete_batch(self, receipt_handles: Sequence[str]) -> None:
+        """Acknowledge several deliveries (SQS: DeleteMessageBatch)."""
+        for handle in receipt_handles:
+            self.delete(handle)
 
     @abc.abstractmethod
     def change_visibility(self, receipt_handle: str, timeout_seconds: float, *, error: str | None = None) -> None:
@@ -715,3 +726,109 @@ class CampaignRepository(abc.ABC):
     @abc.abstractmethod
     def list(self, limit: int, cursor: str | None) -> Page[Campaign]:
         """Newest first."""
+
+
+# -- payments -------------------------------------------------------------------------------------
+
+
+class PaymentRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, payment: Payment) -> None:
+        """Insert a new payment; a taken payment id raises Conflict."""
+
+    @abc.abstractmethod
+    def add_many(self, payments: Sequence[Payment]) -> None:
+        """Bulk insert (batch files); the caller has excluded ids that already exist."""
+
+    @abc.abstractmethod
+    def get(self, payment_id: str) -> Payment | None: ...
+
+    @abc.abstractmethod
+    def save(self, payment: Payment) -> None:
+        """Persist a changed payment, version-guarded (ConcurrencyConflict when it moved meanwhile)."""
+
+    @abc.abstractmethod
+    def origins(self, payment_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
+        """For the ids that exist: the batch and line each came from (None, None when not from a file)."""
+
+    @abc.abstractmethod
+    def list(
+        self,
+        status: PaymentStatus | None,
+        created_from: datetime | None,
+        created_to: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Payment]:
+        """Newest first; ``created_to`` is exclusive."""
+
+    @abc.abstractmethod
+    def count_by_status(self, batch_id: str | None = None) -> dict[str, int]: ...
+
+
+class PaymentBatchRepository(abc.ABC):
+    @abc.abstractmethod
+    def add(self, batch: PaymentBatch) -> bool:
+        """Record a new batch; False (and nothing changed) when one with this id exists."""
+
+    @abc.abstractmethod
+    def get(self, batch_id: str) -> PaymentBatch | None: ...
+
+    @abc.abstractmethod
+    def advance(self, batch: PaymentBatch, expected_offset: int) -> bool:
+        """Store the batch's progress and counts if its stored offset is still ``expected_offset``.
+
+        False means another ingester moved it on: the caller must roll back and stop.
+        """
+
+    @abc.abstractmethod
+    def add_issues(self, batch_id: str, issues: Sequence[BatchRowIssue]) -> None: ...
+
+    @abc.abstractmethod
+    def issues(self, batch_id: str, kind: str | None, limit: int, cursor: str | None) -> Page[BatchRowIssue]:
+        """Rejected and duplicate rows in line order."""
+
+    @abc.abstractmethod
+    def unfinished(self) -> list[str]:
+        """Ids of batches still ``processing`` (to resume after a restart), oldest first."""
+
+
+class AuditLogRepository(abc.ABC):
+    """Append-only and hash-chained; appends in one unit of work extend the chain in order."""
+
+    @abc.abstractmethod
+    def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]: ...
+
+    @abc.abstractmethod
+    def for_subject(self, subject_type: str, subject_id: str, limit: int, cursor: str | None) -> Page[AuditEntry]:
+        """Oldest first."""
+
+    @abc.abstractmethod
+    def iter_all(self, batch_size: int = 5000) -> Iterator[AuditEntry]:
+        """Every entry in chain order, read in pages (never all at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    payment_id: str
+    amount_minor: int
+    currency: str
+    # 1 for the first try. A re-run of the same attempt (after a crash) reuses its idempotency key,
+    # so the gateway answers it without charging twice; a retry after a known failure is a new one.
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.payment_id}:attempt-{self.attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    reference: str
+
+
+class PaymentGateway(abc.ABC):
+    @abc.abstractmethod
+    def charge(self, request: ChargeRequest) -> ChargeResult:
+        """Charge once per idempotency key. Raises ``PaymentDeclined`` (permanent, with a reason such
+        as ``card_declined``) or ``TransientPaymentError`` (try again later)."""

@@ -9,6 +9,12 @@ from datetime import UTC, datetime
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import dumps
 from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.payments import (
+    SqliteAuditLogRepository,
+    SqlitePaymentBatchRepository,
+    SqlitePaymentRepository,
+)
+from accrue.adapters.sqlite.queue import SqliteQueueWriter
 from accrue.adapters.sqlite.notification_channels import (
     SqliteNotificationSendRepository,
     SqlitePreferenceRepository,
@@ -82,6 +88,10 @@ class SqliteUnitOfWork(UnitOfWork):
         self.outbox = SqliteOutboxRepository(conn)
         self.imports = SqliteImportRepository(conn)
         self.schedule_runs = SqliteScheduleRunRepository(conn)
+        self.payments = SqlitePaymentRepository(conn)
+        self.payment_batches = SqlitePaymentBatchRepository(conn)
+        self.audit = SqliteAuditLogRepository(conn)
+        self.queues = SqliteQueueWriter(conn)
         self.webhook_events = SqliteWebhookEventRepository(conn)
         self.webhook_endpoints = SqliteWebhookEndpointRepository(conn)
         self.webhook_deliveries = SqliteWebhookDeliveryRepository(conn)
