@@ -17,10 +17,12 @@ from accrue.adapters.inbound import build_registry
 from accrue.adapters.local.blobs import LocalBlobStore
 from accrue.adapters.local.http_sender import HttpxWebhookSender
 from accrue.adapters.local.outbox_channels import LocalChannelOutbox, LocalOutboxNotifier
+from accrue.adapters.local.sandbox_gateway import SandboxGateway
 from accrue.adapters.local.smtp import SmtpNotifier
 from accrue.adapters.local.templates import JinjaRenderer
 from accrue.adapters.sqlite.database import Database
 from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
+from accrue.adapters.sqlite.queue import SqliteQueue
 from accrue.adapters.sqlite.unit_of_work import SqliteUnitOfWork
 from accrue.config import Settings
 from accrue.domain import commands
@@ -31,10 +33,14 @@ from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
 from accrue.domain.webhooks import RetrySchedule
 from accrue.ports import BlobStore, IdempotencyStore, Notifier, TemplateRenderer, UnitOfWork
 from accrue.service_layer import handlers, notifications, notify, payouts, referrals, webhooks_in, webhooks_out
+from accrue.service_layer import payments as payment_service
+from accrue.service_layer.batches import BatchWorker, PaymentBatches
 from accrue.service_layer.campaigns import CAMPAIGN_COMMAND_HANDLERS, CAMPAIGN_EVENT_HANDLERS
 from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
 from accrue.service_layer.messagebus import MessageBus
 from accrue.service_layer.outbox_worker import OutboxWorker
+from accrue.service_layer.payment_workflow_runner import PaymentWorkflowRunner, RunnerSettings
+from accrue.service_layer.queue_worker import QueueDeadLetters, QueueWorker, payment_message_handler
 from accrue.service_layer.scheduler import Scheduler
 
 
@@ -145,6 +151,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
     command_table.update(CAMPAIGN_COMMAND_HANDLERS)
     command_table.update(referrals.COMMAND_HANDLERS)
     command_table.update(payouts.COMMAND_HANDLERS)
+    command_table.update(payment_service.COMMAND_HANDLERS)
     command_table.update(notify.COMMAND_HANDLERS)
     command_handlers = {cmd: inject(h, dependencies) for cmd, h in command_table.items()}
     event_handlers = {
@@ -184,6 +191,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
     )
     application.services["scheduler"] = scheduler
     _wire_webhooks_and_channels(application, uow_factory, database, renderer, overrides)
+    _wire_payments(application, uow_factory, database, overrides)
     return application
 
 
@@ -250,3 +258,48 @@ def _wire_webhooks_and_channels(
         retry_base_seconds=settings.notification_retry_base_seconds,
         poll_seconds=settings.notification_poll_seconds,
     )
+
+
+def _wire_payments(
+    application: Application,
+    uow_factory: Callable[..., UnitOfWork],
+    database: Database,
+    overrides: Mapping[str, Any],
+) -> None:
+    """The payment queue and its worker, the gateway, the workflow runner and batch ingestion."""
+    settings, clock = application.settings, application.clock
+    queue = overrides.get("payment_queue") or SqliteQueue(
+        database,
+        payment_service.PAYMENTS_QUEUE,
+        visibility_timeout_seconds=settings.payment_queue_visibility_seconds,
+        max_receive_count=settings.payment_queue_max_receive_count,
+        retention_seconds=settings.payment_queue_retention_seconds,
+    )
+    gateway = overrides.get("payment_gateway") or SandboxGateway()
+    runner = PaymentWorkflowRunner(
+        uow_factory,
+        gateway,
+        clock,
+        RunnerSettings(
+            retry_interval_seconds=settings.payment_retry_interval_seconds,
+            lease_seconds=settings.payment_lease_seconds,
+            max_amount=settings.payment_max_amount,
+        ),
+    )
+    worker = QueueWorker(
+        queue,
+        payment_message_handler(runner),
+        name="payment-worker",
+        threads=settings.payment_workers,
+        poll_seconds=settings.payment_poll_seconds,
+        visibility_timeout_seconds=settings.payment_queue_visibility_seconds,
+    )
+    assert application.blobs is not None
+    batches = PaymentBatches(uow_factory, application.blobs, clock, chunk_rows=settings.payment_batch_chunk_rows)
+    batch_worker = BatchWorker(batches, inbox_dir=settings.inbox_dir, poll_seconds=settings.inbox_poll_seconds)
+    application.services["payments"] = payment_service.PaymentComponents(
+        queue, gateway, runner, worker, batches, batch_worker
+    )
+    application.services["payment_batches"] = batch_worker
+    application.services["payment_worker"] = worker
+    application.dead_letter_sources["queue"] = QueueDeadLetters(queue, "payment_workflow")

@@ -1,0 +1,438 @@
+"""Payments (seed 004): the aggregate, its states, its events and the validation of one CSV row.
+
+A payment moves ``pending -> processing -> processed | failed`` and never back. Amounts are
+integers in the currency's minor units; the decimal text is only ever an input.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
+
+from accrue.domain.commands import Command
+from accrue.domain.currencies import MINOR_UNITS
+from accrue.domain.errors import Conflict, InvalidInput
+from accrue.domain.events import Event
+from accrue.domain.money import format_minor_units
+from accrue.domain.payment_workflow import DECLINED, TRANSIENT_ERROR, VALIDATION_FAILED
+
+PAYMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
+# Minor units must fit SQLite's and DynamoDB's integers with room to spare: 15 digits.
+MAX_AMOUNT_MINOR = 10**15 - 1
+DEFAULT_CURRENCY = "USD"
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (PaymentStatus.PROCESSED, PaymentStatus.FAILED)
+
+
+_ALLOWED = {
+    PaymentStatus.PENDING: {PaymentStatus.PROCESSING, PaymentStatus.FAILED},
+    PaymentStatus.PROCESSING: {PaymentStatus.PROCESSED, PaymentStatus.FAILED},
+    PaymentStatus.PROCESSED: set(),
+    PaymentStatus.FAILED: set(),
+}
+
+
+# -- workflow errors (their names are the Step Functions ErrorEquals names) -------------------------
+
+
+class PaymentWorkflowError(Exception):
+    """An error a workflow task raises on purpose; matched by name against Retry and Catch."""
+
+    error_name = "States.TaskFailed"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        # A short, stable code shown as the payment's failureReason (e.g. ``card_declined``).
+        self.reason = reason
+
+
+class PaymentValidationFailed(PaymentWorkflowError):
+    error_name = VALIDATION_FAILED
+
+
+class TransientPaymentError(PaymentWorkflowError):
+    error_name = TRANSIENT_ERROR
+
+
+class PaymentDeclined(PaymentWorkflowError):
+    error_name = DECLINED
+
+
+# -- the aggregate --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Payment:
+    payment_id: str
+    amount_minor: int
+    currency: str
+    status: PaymentStatus
+    created_at: datetime
+    updated_at: datetime
+    user_id: str | None = None
+    # Attempts at the gateway (the ProcessPayment step), retries included.
+    attempts: int = 0
+    failure_reason: str | None = None
+    last_error: str | None = None
+    gateway_reference: str | None = None
+    points_earned: int = 0
+    batch_id: str | None = None
+    batch_line: int | None = None
+    # The workflow cursor: the next step to run (None once the workflow ended), how many times the
+    # current step was tried, when it may run again, and until when a worker holds it.
+    workflow_step: str | None = None
+    step_attempts: int = 0
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    # Optimistic concurrency guard: every save checks and bumps it.
+    version: int = 0
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(format_minor_units(self.amount_minor, self.currency))
+
+    @property
+    def amount_text(self) -> str:
+        return format_minor_units(self.amount_minor, self.currency)
+
+    def same_request(self, amount_minor: int, currency: str, user_id: str | None) -> bool:
+        """Whether a create request describes this very payment (then it is a harmless retry)."""
+        return (self.amount_minor, self.currency, self.user_id) == (amount_minor, currency, user_id)
+
+    def move_to(self, status: PaymentStatus, now: datetime) -> None:
+        if status == self.status:
+            return
+        if status not in _ALLOWED[self.status]:
+            raise Conflict(
+                f"payment {self.payment_id} cannot go from {self.status} to {status}",
+                details={"field": "status", "from": str(self.status), "to": str(status)},
+            )
+        self.status = status
+        self.updated_at = now
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreatePayment(Command):
+    payment_id: str
+    amount: Decimal
+    currency: str = DEFAULT_CURRENCY
+    user_id: str | None = None
+    actor: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class NewPayment:
+    """A validated request to create a payment (from the API or a CSV row)."""
+
+    payment_id: str
+    amount_minor: int
+    currency: str
+    user_id: str | None = None
+
+
+# -- events (handled after commit: outbound webhooks, campaigns, notifications) --------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentProcessed(Event):
+    payment_id: str
+    amount: str
+    currency: str
+    amount_minor: int
+    user_id: str | None = None
+    attempts: int = 0
+    gateway_reference: str | None = None
+    points_earned: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentFailed(Event):
+    payment_id: str
+    amount: str
+    currency: str
+    amount_minor: int
+    user_id: str | None = None
+    attempts: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentBatchCompleted(Event):
+    batch_id: str
+    status: str
+    total_rows: int
+    accepted_rows: int
+    rejected_rows: int
+    duplicate_rows: int
+
+
+# -- validation, shared by the API and CSV rows ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldNames:
+    payment_id: str
+    amount: str
+    currency: str
+    user_id: str
+
+
+API_FIELDS = FieldNames("paymentId", "amount", "currency", "userId")
+CSV_FIELDS = FieldNames("payment_id", "amount", "currency", "user_id")
+
+# Plain decimals (the overwhelmingly common case) are converted without Decimal arithmetic.
+_PLAIN_AMOUNT = re.compile(r"(\d{1,15})(?:\.(\d{0,15}))?")
+_POW10 = tuple(int("1" + "0" * e) for e in range(8))
+
+
+def amount_to_minor(text: str, currency: str, field: str) -> int:
+    """Decimal text -> minor units of ``currency``; refuses missing, non-finite, <= 0, over-precise."""
+    exponent = MINOR_UNITS[currency]
+    match = _PLAIN_AMOUNT.fullmatch(text)
+    if match is not None:
+        whole, fraction = match.group(1), match.group(2) or ""
+        if len(fraction) > exponent:
+            if fraction[exponent:].strip("0"):
+                raise InvalidInput(field, f"has more than {exponent} decimal places allowed for {currency}")
+            fraction = fraction[:exponent]
+        minor = int(whole) * _POW10[exponent] + (int(fraction.ljust(exponent, "0")) if exponent else 0)
+    else:
+        minor = _amount_to_minor_slow(text, currency, exponent, field)
+    if minor <= 0:
+        raise InvalidInput(field, "must be greater than 0")
+    if minor > MAX_AMOUNT_MINOR:
+        raise InvalidInput(field, f"must be at most {format_minor_units(MAX_AMOUNT_MINOR, currency)}")
+    return minor
+
+
+def _amount_to_minor_slow(text: str, currency: str, exponent: int, field: str) -> int:
+    if not text:
+        raise InvalidInput(field, "is required")
+    try:
+        amount = Decimal(text)
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(field, "must be a decimal number") from None
+    if not amount.is_finite():
+        raise InvalidInput(field, "must be a finite decimal number")
+    if amount <= 0:
+        raise InvalidInput(field, "must be greater than 0")
+    if amount.adjusted() >= 15:
+        raise InvalidInput(field, f"must be at most {format_minor_units(MAX_AMOUNT_MINOR, currency)}")
+    scaled = amount.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput(field, f"has more than {exponent} decimal places allowed for {currency}")
+    return int(scaled)
+
+
+def validate_currency(code: str, field: str) -> str:
+    if not code:
+        return DEFAULT_CURRENCY
+    if code in MINOR_UNITS:
+        return code
+    upper = code.upper()
+    if upper not in MINOR_UNITS:
+        raise InvalidInput(field, f"'{code}' is not an ISO 4217 currency code")
+    return upper
+
+
+def validate_payment_id(value: str | None, field: str) -> str:
+    if not value:
+        raise InvalidInput(field, "is required")
+    if not PAYMENT_ID_PATTERN.fullmatch(value):
+        raise InvalidInput(field, "must be 1 to 128 letters, digits or _ . : -")
+    return value
+
+
+def validate_user_id(value: str | None, field: str) -> str | None:
+    if not value:
+        return None
+    if not USER_ID_PATTERN.fullmatch(value):
+        raise InvalidInput(field, "must be 1 to 128 letters, digits or _ . : @ -")
+    return value
+
+
+def validate_new_payment(
+    payment_id: str | None,
+    amount: object,
+    currency: str | None,
+    user_id: str | None,
+    fields: FieldNames = API_FIELDS,
+) -> NewPayment:
+    """Every rule a payment must pass to be accepted, field by field, in the order a person reads."""
+    pid = validate_payment_id(payment_id.strip() if payment_id else payment_id, fields.payment_id)
+    code = validate_currency((currency or "").strip(), fields.currency)
+    if amount is None or (isinstance(amount, str) and not amount.strip()):
+        raise InvalidInput(fields.amount, "is required")
+    if isinstance(amount, bool | float):
+        # A binary float has already lost the exact amount; JSON parsers here hand us Decimal or str.
+        raise InvalidInput(fields.amount, "must be a decimal number, not a binary float")
+    text = str(amount).strip() if not isinstance(amount, Decimal) else _decimal_text(amount, fields.amount)
+    minor = amount_to_minor(text, code, fields.amount)
+    uid = validate_user_id(user_id.strip() if user_id else user_id, fields.user_id)
+    return NewPayment(pid, minor, code, uid)
+
+
+def _decimal_text(amount: Decimal, field: str) -> str:
+    if not amount.is_finite():
+        raise InvalidInput(field, "must be a finite decimal number")
+    return format(amount, "f")
+
+
+def check_processable(payment: Payment, max_amount: Decimal | None) -> None:
+    """The workflow's validation step: the stored payment must still satisfy every rule.
+
+    Rows can reach the queue from producers other than our API (a file dropped on S3, a replayed
+    message), so the rules are checked again here; the amount limit is a processing (risk) policy
+    that may change after a payment was accepted, so it lives only here.
+    """
+    if payment.status.terminal:
+        raise PaymentValidationFailed("already_final", f"payment is already {payment.status}")
+    if payment.currency not in MINOR_UNITS:
+        raise PaymentValidationFailed("unknown_currency", f"'{payment.currency}' is not an ISO 4217 currency code")
+    if not 0 < payment.amount_minor <= MAX_AMOUNT_MINOR:
+        raise PaymentValidationFailed("invalid_amount", f"amount {payment.amount_minor} is out of range")
+    if not PAYMENT_ID_PATTERN.fullmatch(payment.payment_id):
+        raise PaymentValidationFailed("invalid_payment_id", "paymentId has characters outside the allowed set")
+    if max_amount is not None and payment.amount > max_amount:
+        raise PaymentValidationFailed(
+            "amount_over_limit",
+            f"amount {payment.amount_text} {payment.currency} exceeds the processing limit",
+        )
+
+
+# -- CSV rows (seed 004's file: payment_id,amount,currency) ---------------------------------------
+
+REQUIRED_COLUMNS = ("payment_id", "amount")
+OPTIONAL_COLUMNS = ("currency", "user_id")
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    """Where each known column sits, from the header line."""
+
+    columns: tuple[str, ...]
+    payment_id: int
+    amount: int
+    currency: int | None
+    user_id: int | None
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+
+def parse_header(text: str) -> CsvLayout:
+    """The header line (BOM and surrounding spaces ignored, names case-insensitive)."""
+    expected = "payment_id,amount,currency (optionally user_id)"
+    names = tuple(name.strip().lower() for name in _split(text.lstrip("\ufeff").rstrip("\r\n")))
+    if not any(names):
+        raise InvalidInput("header", f"is missing: the first line must be {expected}")
+    unknown = [n for n in names if n not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        raise InvalidInput("header", f"unknown column '{unknown[0]}'; expected {expected}")
+    for name in REQUIRED_COLUMNS:
+        if name not in names:
+            raise InvalidInput("header", f"column '{name}' is missing; expected {expected}")
+    if len(set(names)) != len(names):
+        raise InvalidInput("header", "a column appears twice")
+    return CsvLayout(
+        columns=names,
+        payment_id=names.index("payment_id"),
+        amount=names.index("amount"),
+        currency=names.index("currency") if "currency" in names else None,
+        user_id=names.index("user_id") if "user_id" in names else None,
+    )
+
+
+class PaymentRow(NamedTuple):
+    line: int
+    payment_id: str
+    amount_minor: int
+    currency: str
+    user_id: str | None
+
+
+class RowError(NamedTuple):
+    line: int
+    reason: str
+
+
+def _split(text: str) -> list[str]:
+    if '"' not in text:
+        return text.split(",")
+    # Quoted fields are rare in payment files: let the csv module handle them, one line at a time.
+    rows = list(csv.reader([text], strict=True))
+    return rows[0] if rows else []
+
+
+def parse_row(layout: CsvLayout, text: str, line: int) -> PaymentRow | RowError:
+    """Validate one data line on its own; a bad line becomes a RowError naming the field and rule."""
+    try:
+        values = _split(text)
+    except csv.Error as exc:
+        return RowError(line, f"row is not valid CSV ({exc})")
+    if len(values) != layout.width:
+        return RowError(line, f"expected {layout.width} columns, got {len(values)}")
+    try:
+        payment_id = validate_payment_id(values[layout.payment_id].strip(), "payment_id")
+        currency = validate_currency(values[layout.currency].strip() if layout.currency is not None else "", "currency")
+        minor = amount_to_minor(values[layout.amount].strip(), currency, "amount")
+        user_id = validate_user_id(values[layout.user_id].strip(), "user_id") if layout.user_id is not None else None
+    except InvalidInput as exc:
+        return RowError(line, str(exc))
+    return PaymentRow(line, payment_id, minor, currency, user_id)
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+
+class BatchStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class PaymentBatch:
+    """One uploaded file, identified by its SHA-256, and how far its ingestion has come."""
+
+    batch_id: str
+    status: BatchStatus
+    source: str
+    file_name: str | None
+    blob_key: str
+    size_bytes: int
+    actor: str
+    created_at: datetime
+    updated_at: datetime
+    # Resume point: the next byte to read and the last line already done.
+    byte_offset: int = 0
+    line_number: int = 0
+    total_rows: int = 0
+    accepted_rows: int = 0
+    rejected_rows: int = 0
+    duplicate_rows: int = 0
+    error: str | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRowIssue:
+    line: int
+    kind: str  # "invalid" | "duplicate"
+    reason: str

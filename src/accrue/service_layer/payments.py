@@ -1,0 +1,178 @@
+"""Payment commands and queries: create one payment (API), read payments, batches and audit entries.
+
+A new payment, its queue message and its audit entry are written in one transaction, so a payment
+is never stored without the message that will drive it through the workflow, nor the reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from accrue.domain.audit import SYSTEM_ACTOR, AuditEntry, AuditRecord
+from accrue.domain.commands import Command
+from accrue.domain.errors import Conflict, InvalidInput, NotFound
+from accrue.domain.payment_workflow import PAYMENT_WORKFLOW
+from accrue.domain.payments import (
+    API_FIELDS,
+    BatchRowIssue,
+    CreatePayment,
+    FieldNames,
+    NewPayment,
+    Payment,
+    PaymentBatch,
+    PaymentStatus,
+    validate_new_payment,
+)
+from accrue.ports import Page, PaymentGateway, Queue, UnitOfWork
+
+if TYPE_CHECKING:  # these modules import this one
+    from accrue.service_layer.batches import BatchWorker, PaymentBatches
+    from accrue.service_layer.payment_workflow_runner import PaymentWorkflowRunner
+    from accrue.service_layer.queue_worker import QueueWorker
+
+Clock = Callable[[], datetime]
+
+# The queue that drives payments through the workflow; each message body is {"paymentId": ...}.
+PAYMENTS_QUEUE = "payments"
+
+
+def queue_body(payment_id: str) -> dict[str, str]:
+    return {"paymentId": payment_id}
+
+
+def audit(
+    uow: UnitOfWork,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    now: datetime,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    uow.audit.append([AuditRecord(actor or SYSTEM_ACTOR, action, subject_type, subject_id, now, details or {})])
+
+
+def new_payment(
+    new: NewPayment, now: datetime, *, batch_id: str | None = None, batch_line: int | None = None
+) -> Payment:
+    return Payment(
+        payment_id=new.payment_id,
+        amount_minor=new.amount_minor,
+        currency=new.currency,
+        user_id=new.user_id,
+        status=PaymentStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        batch_id=batch_id,
+        batch_line=batch_line,
+        workflow_step=PAYMENT_WORKFLOW.start,
+    )
+
+
+def require_members(uow: UnitOfWork, user_ids: set[str], fields: FieldNames) -> set[str]:
+    """The ids among ``user_ids`` that name no (or an erased) member."""
+    if not user_ids:
+        return set()
+    known = {m.user_id for m in uow.members.get_many(sorted(user_ids)) if not m.erased}
+    return user_ids - known
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentAccepted:
+    payment_id: str
+    status: str
+    created: bool
+
+
+def create_payment(cmd: CreatePayment, uow: UnitOfWork, clock: Clock) -> PaymentAccepted:
+    new = validate_new_payment(cmd.payment_id, cmd.amount, cmd.currency, cmd.user_id, API_FIELDS)
+    existing = uow.payments.get(new.payment_id)
+    if existing is not None:
+        if existing.same_request(new.amount_minor, new.currency, new.user_id):
+            # The same request again (a client retry): the same answer, nothing written.
+            return PaymentAccepted(existing.payment_id, str(PaymentStatus.PENDING), created=False)
+        raise Conflict(
+            f"payment {new.payment_id} already exists with another amount, currency or userId",
+            details={"field": "paymentId"},
+        )
+    if new.user_id is not None and require_members(uow, {new.user_id}, API_FIELDS):
+        raise InvalidInput("userId", f"no member {new.user_id}")
+    now = clock()
+    payment = new_payment(new, now)
+    uow.payments.add(payment)
+    uow.queues.send_batch(PAYMENTS_QUEUE, [queue_body(payment.payment_id)])
+    audit(
+        uow,
+        cmd.actor,
+        "payment.created",
+        "payment",
+        payment.payment_id,
+        now,
+        {
+            "source": "api",
+            "amount": payment.amount_text,
+            "currency": payment.currency,
+            "userId": payment.user_id,
+        },
+    )
+    uow.commit()
+    return PaymentAccepted(payment.payment_id, str(payment.status), created=True)
+
+
+COMMAND_HANDLERS: dict[type[Command], Any] = {CreatePayment: create_payment}
+
+
+# -- queries (run with bus.query: a read-only unit of work) ---------------------------------------
+
+
+def get_payment(uow: UnitOfWork, payment_id: str) -> Payment:
+    payment = uow.payments.get(payment_id)
+    if payment is None:
+        raise NotFound(f"payment {payment_id} not found", details={"field": "paymentId"})
+    return payment
+
+
+def list_payments(
+    uow: UnitOfWork,
+    status: PaymentStatus | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Payment]:
+    if created_from is not None and created_to is not None and created_from >= created_to:
+        raise InvalidInput("from", "must be earlier than 'to'")
+    return uow.payments.list(status, created_from, created_to, limit, cursor)
+
+
+def payment_audit(uow: UnitOfWork, payment_id: str, limit: int, cursor: str | None) -> Page[AuditEntry]:
+    get_payment(uow, payment_id)
+    return uow.audit.for_subject("payment", payment_id, limit, cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    batch: PaymentBatch
+    issues: Page[BatchRowIssue]
+
+
+def get_batch(uow: UnitOfWork, batch_id: str, kind: str | None, limit: int, cursor: str | None) -> BatchView:
+    batch = uow.payment_batches.get(batch_id)
+    if batch is None:
+        raise NotFound(f"batch {batch_id} not found", details={"field": "batchId"})
+    return BatchView(batch, uow.payment_batches.issues(batch_id, kind, limit, cursor))
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentComponents:
+    """What the entrypoints need from the payments wiring (built once, in ``bootstrap``)."""
+
+    queue: Queue
+    gateway: PaymentGateway
+    runner: PaymentWorkflowRunner
+    worker: QueueWorker
+    batches: PaymentBatches
+    batch_worker: BatchWorker
