@@ -130,6 +130,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
             bus_ref["bus"].subscribers,
             readonly=readonly,
             on_commit=worker.wake if worker is not None else None,
+            clock=clock,
         )
 
     dependencies: dict[str, Any] = {

@@ -57,12 +57,15 @@ class SqliteUnitOfWork(UnitOfWork):
         *,
         readonly: bool = False,
         on_commit: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__()
         self.db = db
         self.subscribers = subscribers
         self.readonly = readonly
         self.on_commit = on_commit
+        # The application's clock (outbox due times must agree with the worker's notion of now).
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.conn: sqlite3.Connection | None = None
         self._locked = False
 
@@ -107,7 +110,7 @@ class SqliteUnitOfWork(UnitOfWork):
             raise RuntimeError("commit outside the unit of work")
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
-        now = datetime.now(UTC)
+        now = self.clock()
         wrote_outbox = False
         for event in events:
             handlers = self.subscribers(event.name)
