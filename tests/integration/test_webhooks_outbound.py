@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,57 +18,15 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from accrue.adapters.local.http_sender import HttpxWebhookSender
 from accrue.bootstrap import Application, bootstrap
 from accrue.config import Settings
+from accrue.domain.payments import PaymentFailed, PaymentProcessed
+from accrue.domain.payouts import PayoutCompleted
+from accrue.domain.referrals import ReferralSignedUp
 from accrue.entrypoints.api.app import create_app
 from accrue.service_layer.webhooks_out import WebhookDeliveryWorker
 from tests.conftest import auth, make_settings, wait_for
+from tests.webhook_support import Receiver
 
 SCHEDULE = [0, 0.05, 0.05, 0.05]  # the Standard Webhooks schedule, compressed: 4 attempts
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-    status: int
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that answers from a script of status codes (then 200)."""
-
-    statuses: list[int] = field(default_factory=list)
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/accrue"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                    receiver.requests.append(Received(dict(self.headers.items()), body, status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.fixture
@@ -350,3 +305,56 @@ def test_a_name_that_rebinds_to_loopback_after_creation_is_refused_at_delivery(
     for delivery in found:
         assert delivery["status"] == "failed"
         assert "loopback" in delivery["attemptLog"][0]["error"]
+
+
+def test_events_of_referrals_payouts_and_payments_are_delivered_by_name_and_erasable_per_member(
+    client: TestClient, app: Application, receiver: Receiver
+) -> None:
+    endpoint = subscribe(
+        client, receiver.url, ["referral.signed_up", "payout.completed", "payment.processed", "payment.failed"]
+    )
+    events = [
+        ReferralSignedUp(
+            referral_id="ref_1",
+            referrer_id="usr_referrer",
+            referred_id="usr_referred",
+            referral_code="ABCD2345",
+            referral_count=5,
+            reward_cents=1500,
+            status="pending",
+            total_rewards_cents=5500,
+        ),
+        PayoutCompleted(
+            run_id="run_1",
+            month="2026-02",
+            referrers=3,
+            rewards=7,
+            total_cents=9500,
+            report_key="payouts/2026-02/report.csv",
+            report_location="/srv/var/blobs/payouts/2026-02/report.csv",
+        ),
+        PaymentProcessed(payment_id="pay_1", amount="20.00", currency="USD", amount_minor=2000, user_id="usr_payer"),
+        PaymentFailed(payment_id="pay_2", amount="5.00", currency="USD", amount_minor=500, reason="declined"),
+    ]
+    with app.bus.uow_factory() as uow:
+        for event in events:
+            uow.emit(event)
+        uow.commit()
+    run_until_settled(app)
+
+    verified = [Webhook(endpoint["secret"]).verify(r.body, r.headers) for r in receiver.requests]
+    assert sorted(v["type"] for v in verified) == [
+        "payment.failed",
+        "payment.processed",
+        "payout.completed",
+        "referral.signed_up",
+    ]
+    payout = next(v for v in verified if v["type"] == "payout.completed")
+    assert payout["data"]["totalCents"] == 9500
+    assert "reportLocation" not in payout["data"]
+
+    with app.bus.uow_factory() as uow:
+        assert uow.webhook_deliveries.forget_member("usr_referred") == 1
+        uow.commit()
+    referral = next(d for d in deliveries(client, endpoint["id"]) if d["eventType"] == "referral.signed_up")
+    assert referral["payload"] == {"erased": True}

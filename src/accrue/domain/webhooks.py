@@ -229,9 +229,13 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+# Internal details that never leave in a payload (a report's location is a path on our storage).
+INTERNAL_FIELDS = frozenset({"report_location", "report_key"})
+
+
 def outbound_payload(event_name: str, event_data: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON body subscribers receive: ``{type, timestamp, data}`` (Standard Webhooks' shape)."""
-    data = {_camel(key): value for key, value in event_data.items()}
+    data = {_camel(key): value for key, value in event_data.items() if key not in INTERNAL_FIELDS}
     return {
         "type": OUTBOUND_EVENT_TYPES[event_name],
         "timestamp": data.get("occurredAt"),

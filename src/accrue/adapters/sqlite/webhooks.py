@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -278,9 +279,11 @@ class SqliteWebhookDeliveryRepository(WebhookDeliveryRepository):
         return Page([_delivery(r, attempts.get(r["delivery_id"], ())) for r in rows], next_cursor)
 
     def forget_member(self, member_id: str) -> int:
+        # The member column holds the main member of an event; a payload may name another one (the
+        # referred member of a referral), so any payload holding the id as a JSON string goes too.
         cur = self.conn.execute(
-            "UPDATE webhook_deliveries SET payload = ?, member_id = NULL WHERE member_id = ?",
-            (ERASED_PAYLOAD, member_id),
+            "UPDATE webhook_deliveries SET payload = ?, member_id = NULL WHERE member_id = ? OR instr(payload, ?) > 0",
+            (ERASED_PAYLOAD, member_id, json.dumps(member_id)),
         )
         return cur.rowcount
 
