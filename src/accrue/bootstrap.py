@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accrue.adapters.inbound import build_registry
 from accrue.adapters.local.blobs import LocalBlobStore
@@ -31,7 +31,7 @@ from accrue.domain.payouts import month_before
 from accrue.domain.referrals import VelocityRule
 from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
 from accrue.domain.webhooks import RetrySchedule
-from accrue.ports import BlobStore, IdempotencyStore, Notifier, TemplateRenderer, UnitOfWork
+from accrue.ports import BlobStore, IdempotencyStore, Notifier, Queue, TemplateRenderer, UnitOfWork
 from accrue.service_layer import handlers, notifications, notify, payouts, referrals, webhooks_in, webhooks_out
 from accrue.service_layer import payments as payment_service
 from accrue.service_layer.batches import BatchWorker, PaymentBatches
@@ -42,6 +42,9 @@ from accrue.service_layer.outbox_worker import OutboxWorker
 from accrue.service_layer.payment_workflow_runner import PaymentWorkflowRunner, RunnerSettings
 from accrue.service_layer.queue_worker import QueueDeadLetters, QueueWorker, payment_message_handler
 from accrue.service_layer.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from accrue.adapters.aws.wiring import AwsBackend
 
 
 def utc_now() -> datetime:
@@ -111,19 +114,32 @@ def _core_event_handlers() -> dict[str, dict[str, Any]]:
     }
 
 
+def _aws_backend(settings: Settings, overrides: Mapping[str, Any]) -> AwsBackend | None:
+    """The AWS adapters when ``ACCRUE_BACKEND=aws`` (clients injected by keyword: ``dynamodb=`` ...)."""
+    if settings.backend != "aws":
+        return None
+    from accrue.adapters.aws.wiring import CLIENT_NAMES, AwsBackend  # boto3 only when AWS is chosen
+
+    return AwsBackend(settings, {name: overrides[name] for name in CLIENT_NAMES if name in overrides})
+
+
 def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application:
     settings = settings or Settings()
     clock: Callable[[], datetime] = overrides.get("clock", utc_now)
     renderer = overrides.get("renderer") or JinjaRenderer()
-    blobs = overrides.get("blobs") or LocalBlobStore(settings.blob_dir)
+    aws = _aws_backend(settings, overrides)
+    blobs = overrides.get("blobs") or (aws.blobs() if aws else LocalBlobStore(settings.blob_dir))
 
-    database = overrides.get("database") or Database(settings.db, synchronous=settings.sqlite_synchronous)
-    database.migrate()
+    database: Database | None = None
+    if aws is None:
+        database = overrides.get("database") or Database(settings.db, synchronous=settings.sqlite_synchronous)
+        database.migrate()
 
     bus_ref: dict[str, MessageBus] = {}
     worker_ref: dict[str, OutboxWorker] = {}
 
-    def uow_factory(readonly: bool = False) -> UnitOfWork:
+    def sqlite_uow_factory(readonly: bool = False) -> UnitOfWork:
+        assert database is not None
         worker = worker_ref.get("worker")
         return SqliteUnitOfWork(
             database,
@@ -132,6 +148,10 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
             on_commit=worker.wake if worker is not None else None,
             clock=clock,
         )
+
+    uow_factory: Callable[..., UnitOfWork] = (
+        aws.uow_factory(lambda name: bus_ref["bus"].subscribers(name), clock) if aws else sqlite_uow_factory
+    )
 
     dependencies: dict[str, Any] = {
         "clock": clock,
@@ -159,6 +179,12 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         name: {handler_name: inject(h, dependencies) for handler_name, h in table.items()}
         for name, table in event_handler_table().items()
     }
+    publisher = aws.event_publisher() if aws else None
+    if publisher is not None:
+        from accrue.adapters.aws.eventbridge import HANDLER_NAME, PUBLISHED_EVENTS
+
+        for event_name in PUBLISHED_EVENTS:
+            event_handlers.setdefault(event_name, {})[HANDLER_NAME] = publisher
     bus = MessageBus(uow_factory, command_handlers, event_handlers)
     bus_ref["bus"] = bus
     worker = OutboxWorker(
@@ -169,7 +195,12 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         poll_seconds=settings.outbox_poll_seconds,
     )
     worker_ref["worker"] = worker
-    idempotency = SqliteIdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds)
+    idempotency: IdempotencyStore
+    if aws is not None:
+        idempotency = aws.idempotency()
+    else:
+        assert database is not None
+        idempotency = SqliteIdempotencyStore(database, ttl_seconds=settings.idempotency_ttl_seconds)
     application = Application(
         settings=settings,
         bus=bus,
@@ -191,6 +222,8 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         ),
     )
     application.services["scheduler"] = scheduler
+    if aws is not None:
+        application.services["aws"] = aws
     _wire_webhooks_and_channels(application, uow_factory, database, renderer, overrides)
     _wire_payments(application, uow_factory, database, overrides)
     return application
@@ -199,7 +232,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
 def _wire_webhooks_and_channels(
     application: Application,
     uow_factory: Callable[..., UnitOfWork],
-    database: Database,
+    database: Database | None,
     renderer: TemplateRenderer,
     overrides: Mapping[str, Any],
 ) -> None:
@@ -230,9 +263,32 @@ def _wire_webhooks_and_channels(
         lease_seconds=settings.webhook_timeout_seconds * 2 + 30,
         poll_seconds=settings.webhook_poll_seconds,
     )
+    aws: AwsBackend | None = application.services.get("aws")
+    notifiers: dict[Channel, Notifier] = {}
+    if aws is not None:
+        # On AWS every channel leaves through the notifications topic (filtered by a channel attribute).
+        sns = aws.notifier()
+        notifiers = {channel: sns for channel in Channel} if sns is not None else {}
+    else:
+        assert database is not None
+        notifiers = _local_notifiers(application, database)
+    notifiers.update(overrides.get("notifiers", {}))
+    application.services["notification_dispatcher"] = notify.NotificationDispatcher(
+        uow_factory,
+        notifiers,
+        renderer,
+        clock,
+        max_attempts=settings.notification_max_attempts,
+        retry_base_seconds=settings.notification_retry_base_seconds,
+        poll_seconds=settings.notification_poll_seconds,
+    )
+
+
+def _local_notifiers(application: Application, database: Database) -> dict[Channel, Notifier]:
+    settings = application.settings
     outbox = LocalChannelOutbox(database)
     application.services["channel_outbox"] = outbox
-    notifiers: dict[Channel, Notifier] = {
+    return {
         Channel.EMAIL: (
             SmtpNotifier(
                 settings.smtp_host,
@@ -249,32 +305,27 @@ def _wire_webhooks_and_channels(
         Channel.SMS: LocalOutboxNotifier(outbox, Channel.SMS),
         Channel.PUSH: LocalOutboxNotifier(outbox, Channel.PUSH),
     }
-    notifiers.update(overrides.get("notifiers", {}))
-    application.services["notification_dispatcher"] = notify.NotificationDispatcher(
-        uow_factory,
-        notifiers,
-        renderer,
-        clock,
-        max_attempts=settings.notification_max_attempts,
-        retry_base_seconds=settings.notification_retry_base_seconds,
-        poll_seconds=settings.notification_poll_seconds,
-    )
 
 
 def _wire_payments(
     application: Application,
     uow_factory: Callable[..., UnitOfWork],
-    database: Database,
+    database: Database | None,
     overrides: Mapping[str, Any],
 ) -> None:
     """The payment queue and its worker, the gateway, the workflow runner and batch ingestion."""
     settings, clock = application.settings, application.clock
-    queue = overrides.get("payment_queue") or SqliteQueue(
-        database,
-        payment_service.PAYMENTS_QUEUE,
-        visibility_timeout_seconds=settings.payment_queue_visibility_seconds,
-        max_receive_count=settings.payment_queue_max_receive_count,
-        retention_seconds=settings.payment_queue_retention_seconds,
+    aws: AwsBackend | None = application.services.get("aws")
+    queue: Queue = overrides.get("payment_queue") or (
+        aws.queue(payment_service.PAYMENTS_QUEUE)
+        if aws is not None
+        else SqliteQueue(
+            database,  # type: ignore[arg-type]
+            payment_service.PAYMENTS_QUEUE,
+            visibility_timeout_seconds=settings.payment_queue_visibility_seconds,
+            max_receive_count=settings.payment_queue_max_receive_count,
+            retention_seconds=settings.payment_queue_retention_seconds,
+        )
     )
     gateway = overrides.get("payment_gateway") or SandboxGateway()
     runner = PaymentWorkflowRunner(

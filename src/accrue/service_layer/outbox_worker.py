@@ -55,18 +55,23 @@ class OutboxWorker:
             self._process(message.message_id)
         return len(batch)
 
-    def _process(self, message_id: int) -> None:
+    def deliver(self, message_id: int) -> str:
+        """Handle one message now; the DynamoDB stream handler's entry. Returns "done", "skipped"
+        (not pending: handled already), "retry" (failed, attempts left) or "dead" (failed for good)."""
+        return self._process(message_id)
+
+    def _process(self, message_id: int) -> str:
         error: str | None = None
         with self.bus.uow_factory() as uow:
             message = uow.outbox.get(message_id)
             if message is None or message.status != "pending":
-                return
+                return "skipped"
             try:
                 event = Event.from_dict(message.event_name, message.payload)
                 self.bus.handle_event(message.handler, event, uow)
                 uow.outbox.mark_done(message_id)
                 uow.commit()
-                return
+                return "done"
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
                 error = f"{type(exc).__name__}: {exc}"
                 attempts = message.attempts + 1
@@ -76,6 +81,7 @@ class OutboxWorker:
             retry_at = None if attempts >= self.max_attempts else self.clock() + self.retry_delay(attempts)
             uow.outbox.mark_failed(message_id, error, retry_at)
             uow.commit()
+        return "retry" if retry_at is not None else "dead"
 
     def drain(self, max_rounds: int = 1000) -> None:
         """Process until nothing is due (tests and CLI)."""

@@ -67,8 +67,8 @@ class DynamoIdempotencyStore(IdempotencyStore):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            raw = exc.response.get("Item")  # type: ignore[typeddict-item]
-        existing = codec.deserialize(raw) if raw else self._get(item_key)
+            raw: Any = exc.response.get("Item")
+        existing = codec.deserialize(raw) if isinstance(raw, dict) else self._get(item_key)
         if existing is None:  # removed between our put and our read: try once more
             return self.begin(scope, key, request_hash, now)
         if existing["request_hash"] != request_hash:

@@ -34,6 +34,7 @@ class Prefix(enum.StrEnum):
     NOTIFICATION = "NOTIFICATION"
     NOTIFICATIONS = "NOTIFICATIONS"
     OUTBOX = "OUTBOX"
+    QUEUE = "QUEUE"
     IDEMPOTENCY = "IDEMPOTENCY"
     IMPORT = "IMPORT"
     SCHEDULE = "SCHEDULE"
@@ -163,6 +164,11 @@ def outbox_message(message_id: int) -> Key:
 def outbox_status(status: str, order_key: str) -> Key:
     """GSI2 entry of a pending or dead message, ordered by due time (pending) or creation (dead)."""
     return {GSI2.partition_key: join(Prefix.OUTBOX, status), GSI2.sort_key: order_key}
+
+
+def queued_send(send_id: str) -> Key:
+    """Messages for an SQS queue, written with the unit of work and forwarded by the stream."""
+    return singleton(Prefix.QUEUE, send_id)
 
 
 # -- the rest ---------------------------------------------------------------------------------

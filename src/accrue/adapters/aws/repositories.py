@@ -763,17 +763,20 @@ class DynamoOutboxRepository(OutboxRepository):
             update = "SET attempts = attempts + :one, last_error = :error, updated_at = :now, available_at = :at, "
             update += "#gsk = :gsk"
             values.update({":at": keys.sortable_time(retry_at), ":gsk": _due_key(retry_at, message_id)})
-        names = {"#gsk": GSI2.sort_key}
+        names = {"#gsk": GSI2.sort_key, "#status": "status"}
         if retry_at is None:
-            names.update({"#status": "status", "#gpk": GSI2.partition_key})
+            names["#gpk"] = GSI2.partition_key
+        values[":pending"] = PENDING
         self.session.stage(
             Write(
                 "Update",
                 keys.outbox_message(message_id),
                 update=update,
-                condition=f"attribute_exists({PARTITION_KEY})",
+                # A message another delivery finished meanwhile keeps its outcome.
+                condition="#status = :pending",
                 names=names,
                 values=values,
+                conflict=lambda: ConcurrencyConflict(f"outbox message {message_id} was handled concurrently"),
             ),
             replace=True,
         )

@@ -16,6 +16,7 @@ ledger transfer        TRANSFER#<transferId>           TRANSFER      MEMBER#<id>
 order                  ORDER#<orderId>                 ORDER         MEMBER#<id> / ORDER#<t>     ORDERS / <t>
 notification           NOTIFICATION#<dedupe key>       NOTIFICATION  MEMBER#<id> / NOTIFICATION  NOTIFICATIONS / id
 outbox message         OUTBOX#<messageId>              OUTBOX        -                           OUTBOX#<status> / t
+queued SQS send        QUEUE#<sendId>                  QUEUE         -                           -
 idempotency key        IDEMPOTENCY#<scope>#<key>       IDEMPOTENCY   -                           -
 bulk import            IMPORT#<sha256>                 IMPORT        -                           -
 schedule run           SCHEDULE#<name>                 SCHEDULE      -                           -
@@ -62,12 +63,14 @@ KEY_ATTRIBUTES: tuple[str, ...] = (
     GSI2.sort_key,
 )
 
-# Lambda event-source filter for the stream handler: only outbox messages are worth an
-# invocation (members, transfers and orders change far more often and need no delivery).
+# Lambda event-source filter for the stream handler: only outbox messages (events for
+# subscribers) and queued sends (messages for SQS) are worth an invocation; members, transfers and
+# orders change far more often and need no delivery.
 OUTBOX_KEY_PREFIX = "OUTBOX#"
+QUEUE_KEY_PREFIX = "QUEUE#"
 STREAM_FILTER_PATTERN: dict[str, Any] = {
     "eventName": ["INSERT", "MODIFY"],
-    "dynamodb": {"Keys": {PARTITION_KEY: {"S": [{"prefix": OUTBOX_KEY_PREFIX}]}}},
+    "dynamodb": {"Keys": {PARTITION_KEY: {"S": [{"prefix": OUTBOX_KEY_PREFIX}, {"prefix": QUEUE_KEY_PREFIX}]}}},
 }
 
 
