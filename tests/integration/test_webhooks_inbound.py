@@ -464,3 +464,19 @@ def test_a_standard_webhooks_message_can_name_the_member_by_email(client: TestCl
     answer = client.post("/webhooks/pos", content=payload, headers=standard_headers(payload, msg_id="msg_email"))
     assert answer.json()["data"]["status"] == "applied"
     assert answer.json()["data"]["pointsEarned"] == 15
+
+
+def test_forgetting_a_member_unlinks_their_events_and_hands_back_the_archive_keys_but_replays_stay_refused(
+    client: TestClient, app: Application, member: dict[str, Any]
+) -> None:
+    body = stripe_event(member["userId"], event_id="evt_gdpr")
+    client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+    [row] = stored_events(app)
+    with app.bus.uow_factory() as uow:
+        keys = uow.webhook_events.forget_member(member["userId"])
+        uow.commit()
+    assert keys == [row["blob_key"]]
+    with app.bus.uow_factory(readonly=True) as uow:
+        assert uow.webhook_events.for_member(member["userId"]) == []
+    replay = client.post("/webhooks/stripe", content=body, headers=stripe_headers(body))
+    assert replay.json()["data"]["status"] == "duplicate"

@@ -23,8 +23,8 @@ from accrue.domain.payment_workflow import DECLINED, TRANSIENT_ERROR, VALIDATION
 
 PAYMENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@\-]{1,128}")
-# Minor units must fit SQLite's and DynamoDB's integers with room to spare: 15 digits.
-MAX_AMOUNT_MINOR = 10**15 - 1
+# Minor units must fit a signed 64-bit integer (SQLite, DynamoDB numbers are wider): 18 digits.
+MAX_AMOUNT_MINOR = 10**18 - 1
 DEFAULT_CURRENCY = "USD"
 
 
@@ -196,7 +196,7 @@ API_FIELDS = FieldNames("paymentId", "amount", "currency", "userId")
 CSV_FIELDS = FieldNames("payment_id", "amount", "currency", "user_id")
 
 # Plain decimals (the overwhelmingly common case) are converted without Decimal arithmetic.
-_PLAIN_AMOUNT = re.compile(r"(\d{1,15})(?:\.(\d{0,15}))?")
+_PLAIN_AMOUNT = re.compile(r"(\d{1,18})(?:\.(\d{0,18}))?")
 _POW10 = tuple(int("1" + "0" * e) for e in range(8))
 
 
@@ -231,7 +231,7 @@ def _amount_to_minor_slow(text: str, currency: str, exponent: int, field: str) -
         raise InvalidInput(field, "must be a finite decimal number")
     if amount <= 0:
         raise InvalidInput(field, "must be greater than 0")
-    if amount.adjusted() >= 15:
+    if amount.adjusted() >= 18:
         raise InvalidInput(field, f"must be at most {format_minor_units(MAX_AMOUNT_MINOR, currency)}")
     scaled = amount.scaleb(exponent)
     if scaled != scaled.to_integral_value():
@@ -317,8 +317,9 @@ def check_processable(payment: Payment, max_amount: Decimal | None) -> None:
 
 # -- CSV rows (seed 004's file: payment_id,amount,currency) ---------------------------------------
 
-REQUIRED_COLUMNS = ("payment_id", "amount")
-OPTIONAL_COLUMNS = ("currency", "user_id")
+# The header, exactly (after an optional UTF-8 byte order mark): seed 004's three columns, optionally
+# followed by the member who earns points for the payment.
+HEADERS = ("payment_id,amount,currency", "payment_id,amount,currency,user_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,25 +338,21 @@ class CsvLayout:
 
 
 def parse_header(text: str) -> CsvLayout:
-    """The header line (BOM and surrounding spaces ignored, names case-insensitive)."""
-    expected = "payment_id,amount,currency (optionally user_id)"
-    names = tuple(name.strip().lower() for name in _split(text.lstrip("\ufeff").rstrip("\r\n")))
-    if not any(names):
-        raise InvalidInput("header", f"is missing: the first line must be {expected}")
-    unknown = [n for n in names if n not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-    if unknown:
-        raise InvalidInput("header", f"unknown column '{unknown[0]}'; expected {expected}")
-    for name in REQUIRED_COLUMNS:
-        if name not in names:
-            raise InvalidInput("header", f"column '{name}' is missing; expected {expected}")
-    if len(set(names)) != len(names):
-        raise InvalidInput("header", "a column appears twice")
+    """The header line must be one of ``HEADERS`` (a BOM and a trailing CR are ignored)."""
+    line = text.removeprefix("\ufeff").removesuffix("\n").removesuffix("\r")
+    if line not in HEADERS:
+        shown = line if len(line) <= 80 else line[:80] + "..."
+        raise InvalidInput(
+            "header",
+            f"the first line must be exactly {HEADERS[0]} (or {HEADERS[1]}), not '{shown}'",
+        )
+    names = tuple(line.split(","))
     return CsvLayout(
         columns=names,
-        payment_id=names.index("payment_id"),
-        amount=names.index("amount"),
-        currency=names.index("currency") if "currency" in names else None,
-        user_id=names.index("user_id") if "user_id" in names else None,
+        payment_id=0,
+        amount=1,
+        currency=2,
+        user_id=3 if len(names) == 4 else None,
     )
 
 

@@ -24,6 +24,10 @@ cli.add_typer(points_cli, name="points")
 cli.add_typer(dead_cli, name="dead-letters")
 payouts_cli = typer.Typer(help="Monthly referral payout runs.", no_args_is_help=True)
 cli.add_typer(payouts_cli, name="payouts")
+payments_cli = typer.Typer(help="Payments: batch files.", no_args_is_help=True)
+cli.add_typer(payments_cli, name="payments")
+audit_cli = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
 
 console = Console(stderr=True)
 DbOption = Annotated[Path | None, typer.Option("--db", help="SQLite file (default: ACCRUE_DB or var/accrue.db)")]
@@ -280,6 +284,89 @@ def payouts_report(month: Annotated[str, typer.Argument(help="YYYY-MM")], db: Db
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
     sys.stdout.flush()
+
+
+@payments_cli.command("import")
+def payments_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    db: DbOption = None,
+    actor: Annotated[str, typer.Option(help="Who to name in the audit log")] = "system",
+    process: Annotated[bool, typer.Option(help="Also run the payments through the workflow now")] = False,
+    show_errors: Annotated[int, typer.Option(help="How many rejected or duplicate rows to print")] = 100,
+) -> None:
+    """Import a CSV batch (payment_id,amount,currency[,user_id]); the same file twice creates nothing.
+
+    Streams the file in large transactions and resumes where an interrupted run stopped. A running
+    ``accrue serve`` processes the new payments; without one, pass --process.
+    """
+    from rich.progress import DownloadColumn
+
+    from accrue.domain.errors import DomainError
+
+    application = build(db=db)
+    parts = application.services["payments"]
+    try:
+        with Progress(
+            TextColumn("importing payments"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not sys.stderr.isatty(),
+        ) as progress:
+            task = progress.add_task("import", total=file.stat().st_size)
+            batch, created = parts.batches.ingest_path(
+                file,
+                source="cli",
+                actor=actor,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        if process:
+            parts.worker.drain(until_idle_seconds=application.settings.payment_retry_interval_seconds * 16 + 1)
+        issues = application.bus.query(lambda uow: uow.payment_batches.issues(batch.batch_id, None, show_errors, None))
+    except DomainError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        application.close()
+    print(
+        json.dumps(
+            {
+                "batchId": batch.batch_id,
+                "status": str(batch.status),
+                "created": created,
+                "totalRows": batch.total_rows,
+                "acceptedRows": batch.accepted_rows,
+                "rejectedRows": batch.rejected_rows,
+                "duplicateRows": batch.duplicate_rows,
+                "error": batch.error,
+                "errors": [{"line": i.line, "kind": i.kind, "reason": i.reason} for i in issues.items],
+                "moreErrors": issues.next_cursor is not None,
+            }
+        )
+    )
+    if str(batch.status) != "completed":
+        raise typer.Exit(1)
+
+
+@audit_cli.command("verify")
+def audit_verify(db: DbOption = None) -> None:
+    """Walk the hash chain from the first entry; report the first broken link (exit 1)."""
+    from accrue.domain.audit import verify
+
+    application = build(db=db)
+    try:
+        report = application.bus.query(lambda uow: verify(uow.audit.iter_all()))
+    finally:
+        application.close()
+    if report.broken is not None:
+        console.print(f"[red]audit log broken at entry {report.broken.seq}: {report.broken.problem}[/red]")
+        print(
+            f"audit log BROKEN at entry {report.broken.seq}: {report.broken.problem} "
+            f"({report.checked} entries before it are intact)"
+        )
+        raise typer.Exit(1)
+    print(f"audit log OK: {report.checked} entries, each linked to the one before; head {report.head_hash}")
 
 
 def main() -> None:

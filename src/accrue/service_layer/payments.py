@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from accrue.domain.audit import SYSTEM_ACTOR, AuditEntry, AuditRecord
 from accrue.domain.commands import Command
-from accrue.domain.errors import Conflict, InvalidInput, NotFound
+from accrue.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
+from accrue.domain.money import require_positive
 from accrue.domain.payment_workflow import PAYMENT_WORKFLOW
 from accrue.domain.payments import (
     API_FIELDS,
@@ -88,7 +89,15 @@ class PaymentAccepted:
 
 
 def create_payment(cmd: CreatePayment, uow: UnitOfWork, clock: Clock) -> PaymentAccepted:
-    new = validate_new_payment(cmd.payment_id, cmd.amount, cmd.currency, cmd.user_id, API_FIELDS)
+    require_positive(cmd.amount, API_FIELDS.amount)
+    try:
+        new = validate_new_payment(cmd.payment_id, cmd.amount, cmd.currency, cmd.user_id, API_FIELDS)
+    except InvalidInput as exc:
+        if exc.field != API_FIELDS.amount:
+            raise
+        # A positive amount is well formed; it is the pair (amount, currency) that a rule refuses
+        # (more decimals than the currency has), as for orders.
+        raise RuleViolation(exc.message, details=exc.details) from None
     existing = uow.payments.get(new.payment_id)
     if existing is not None:
         if existing.same_request(new.amount_minor, new.currency, new.user_id):
@@ -99,7 +108,7 @@ def create_payment(cmd: CreatePayment, uow: UnitOfWork, clock: Clock) -> Payment
             details={"field": "paymentId"},
         )
     if new.user_id is not None and require_members(uow, {new.user_id}, API_FIELDS):
-        raise InvalidInput("userId", f"no member {new.user_id}")
+        raise NotFound(f"user {new.user_id} not found", details={"field": "userId"})
     now = clock()
     payment = new_payment(new, now)
     uow.payments.add(payment)

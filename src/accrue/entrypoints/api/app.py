@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,11 +10,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accrue.bootstrap import Application
 from accrue.entrypoints.api import errors
-from accrue.entrypoints.api.routers import campaigns, loyalty, payouts, preferences, referrals, system, webhooks
+from accrue.entrypoints.api.routers import (
+    campaigns,
+    loyalty,
+    payments,
+    payouts,
+    preferences,
+    referrals,
+    system,
+    webhooks,
+)
 from accrue.entrypoints.api.security import TokenBucket
 
 # Every router module of the API (each exposes ``api``), in the order they appear in the docs.
-ROUTERS = (system, loyalty, referrals, payouts, webhooks, preferences, campaigns)
+ROUTERS = (system, loyalty, referrals, payouts, payments, webhooks, preferences, campaigns)
 
 DESCRIPTION = """
 Loyalty, rewards, referral and payments platform.
@@ -27,24 +36,39 @@ Every POST accepts an `Idempotency-Key` header.
 
 
 class BodySizeLimit:
-    """Refuse bodies over the limit with 413 before the application reads them."""
+    """Refuse bodies over the limit with 413 before the application reads them.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``csv_uploads`` gives paths that take a streamed ``text/csv`` file their own, larger limit
+    (the route spools the body to disk as it arrives; JSON bodies keep ``max_bytes``).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, csv_uploads: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.csv_uploads = dict(csv_uploads or {})
+
+    def _limit(self, scope: Scope) -> int:
+        upload_limit = self.csv_uploads.get(scope.get("path", ""))
+        if upload_limit is None or scope.get("method") != "POST":
+            return self.max_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-type" and value.split(b";")[0].strip().lower() == b"text/csv":
+                return upload_limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._refuse(scope, receive, send)
+                    await self._refuse(scope, receive, send, limit)
                     return
         received = 0
 
@@ -53,18 +77,14 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise errors.ApiError(
-                        413, f"body larger than {self.max_bytes} bytes", details={"limitBytes": self.max_bytes}
-                    )
+                if received > limit:
+                    raise errors.ApiError(413, f"body larger than {limit} bytes", details={"limitBytes": limit})
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = errors.error_response(
-            413, f"body larger than {self.max_bytes} bytes", details={"limitBytes": self.max_bytes}
-        )
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = errors.error_response(413, f"body larger than {limit} bytes", details={"limitBytes": limit})
         await response(scope, receive, send)
 
 
@@ -95,5 +115,9 @@ def create_app(application: Application, *, run_background: bool = False) -> Fas
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.api)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        csv_uploads={payments.BATCH_UPLOAD_PATH: settings.payment_batch_max_bytes},
+    )
     return app
