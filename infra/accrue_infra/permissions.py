@@ -1,0 +1,78 @@
+"""The IAM statements functions are given, spelled out (no action wildcards, no ``Resource: *``).
+
+CDK's ``grant*`` helpers add ``kms:GenerateDataKey*``/``kms:ReEncrypt*`` and index wildcards; the
+statements here list exactly the actions the adapters call, on exactly the resources they touch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+
+from accrue_infra.data import DataTable
+
+TABLE_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem")
+# TransactWriteItems is authorised through the Put/Update/Delete/ConditionCheck actions it contains.
+TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+STREAM_READ = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams")
+QUEUE_SEND = ("sqs:SendMessage", "sqs:GetQueueAttributes")
+QUEUE_DRAIN = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes")
+# Every service here encrypts with data keys of the one customer managed key.
+KEY_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+
+
+def _statement(sid: str, actions: Sequence[str], resources: Sequence[str]) -> iam.PolicyStatement:
+    return iam.PolicyStatement(sid=sid, actions=list(actions), resources=list(resources))
+
+
+def use_key(key: kms.IKey) -> iam.PolicyStatement:
+    return _statement("UseDataKey", KEY_USE, [key.key_arn])
+
+
+def read_table(table: DataTable) -> iam.PolicyStatement:
+    return _statement("ReadTable", TABLE_READ, [table.table.table_arn, *table.index_arns()])
+
+
+def write_table(table: DataTable) -> iam.PolicyStatement:
+    return _statement("WriteTable", TABLE_WRITE, [table.table.table_arn])
+
+
+def read_stream(table: DataTable) -> iam.PolicyStatement:
+    return _statement("ReadTableStream", STREAM_READ, [table.stream_arn])
+
+
+def send_to(sid: str, *queues: sqs.IQueue) -> iam.PolicyStatement:
+    return _statement(sid, QUEUE_SEND, [queue.queue_arn for queue in queues])
+
+
+def drain(sid: str, *queues: sqs.IQueue) -> iam.PolicyStatement:
+    """Receive and delete (the dead-letter inspection and redrive endpoints)."""
+    return _statement(sid, QUEUE_DRAIN, [queue.queue_arn for queue in queues])
+
+
+def publish_to(sid: str, topic: sns.ITopic) -> iam.PolicyStatement:
+    return _statement(sid, ("sns:Publish",), [topic.topic_arn])
+
+
+def put_events(event_bus_arn: str) -> iam.PolicyStatement:
+    return _statement("PutDomainEvents", ("events:PutEvents",), [event_bus_arn])
+
+
+def read_objects(sid: str, bucket_arn: str) -> iam.PolicyStatement:
+    return _statement(sid, ("s3:GetObject", "s3:GetObjectVersion"), [f"{bucket_arn}/*"])
+
+
+def write_objects(sid: str, bucket_arn: str) -> iam.PolicyStatement:
+    return _statement(sid, ("s3:PutObject", "s3:GetObject"), [f"{bucket_arn}/*"])
+
+
+def read_secret(secret_arn: str) -> iam.PolicyStatement:
+    return _statement("ReadJwtSecret", ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"), [secret_arn])
+
+
+def start_executions(state_machine_arn: str) -> iam.PolicyStatement:
+    return _statement("StartPaymentWorkflow", ("states:StartExecution",), [state_machine_arn])

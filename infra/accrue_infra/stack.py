@@ -1,0 +1,376 @@
+"""The accrue stack: every AWS resource of SPEC section 7, composed from one construct per concern."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from accrue.adapters.aws import table as table_design
+from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
+from accrue_infra import permissions as allow
+from accrue_infra.api import RestApi, load_openapi
+from accrue_infra.data import Buckets, DataTable, EncryptionKey, JwtSecret
+from accrue_infra.function import AccrueFunction, FunctionSpec
+from accrue_infra.messaging import Messaging
+from accrue_infra.monitoring import Monitoring
+from accrue_infra.scheduling import Schedules
+from accrue_infra.settings import OPENAPI_DOCUMENT, RETENTION_DAYS, DeploymentSettings
+from accrue_infra.workflow import PaymentWorkflow, state_machine_arn
+
+HANDLERS = "accrue.entrypoints.lambdas"
+
+# Seed figures where the seeds have them (payment processor 60 s/512 MB, batch processor and
+# payout 300 s/1024 MB, stream processor 60 s); API Gateway stops waiting after 29 s.
+API = FunctionSpec("api", f"{HANDLERS}.http.handler", "HTTP API (FastAPI through Mangum)", 1024, Duration.seconds(29))
+AUTHORIZER = FunctionSpec(
+    "authorizer", f"{HANDLERS}.authorizer.handler", "API Gateway TOKEN authorizer (JWT)", 256, Duration.seconds(10)
+)
+STREAM = FunctionSpec(
+    "stream",
+    f"{HANDLERS}.stream.handler",
+    "Outbox events from the table stream to their handlers",
+    512,
+    Duration.seconds(60),
+)
+PAYMENTS_WORKER = FunctionSpec(
+    "payments-worker",
+    f"{HANDLERS}.payments_worker.handler",
+    "Payments queue: start the payment workflow",
+    512,
+    Duration.seconds(60),
+)
+NOTIFICATIONS_WORKER = FunctionSpec(
+    "notifications-worker",
+    f"{HANDLERS}.notifications_worker.handler",
+    "Notifications queue: deliver",
+    256,
+    Duration.seconds(30),
+)
+WORKFLOW_STEPS = FunctionSpec(
+    "workflow-steps",
+    f"{HANDLERS}.workflow_steps.handler",
+    "Payment workflow tasks (Step Functions)",
+    256,
+    Duration.seconds(30),
+)
+# SQS visibility timeout: six times the consumer's timeout (AWS guidance for Lambda consumers).
+VISIBILITY_FACTOR = 6
+
+
+class AccrueStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: DeploymentSettings, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        for name, value in {
+            "Project": "accrue",
+            "Environment": settings.env_suffix,
+            "ManagedBy": "aws-cdk",
+            **settings.extra_tags,
+        }.items():
+            Tags.of(self).add(name, value)
+
+        removal = RemovalPolicy.DESTROY if settings.destroyable else RemovalPolicy.RETAIN
+        retention = getattr(logs.RetentionDays, RETENTION_DAYS[settings.log_retention_days])
+        key = EncryptionKey(self, "Encryption", settings=settings).key
+        data = DataTable(self, "Data", settings=settings, key=key)
+        buckets = Buckets(self, "Buckets", settings=settings, key=key)
+        secret = JwtSecret(self, "JwtSecret", settings=settings, key=key).secret
+        messaging = Messaging(
+            self,
+            "Messaging",
+            settings=settings,
+            key=key,
+            payments_visibility=_visibility(PAYMENTS_WORKER),
+            notifications_visibility=_visibility(NOTIFICATIONS_WORKER),
+        )
+        payout_spec = FunctionSpec(
+            "payout",
+            f"{HANDLERS}.schedules.payout_handler",
+            "Monthly referral payout run",
+            1024,
+            Duration.seconds(300),
+            reserved_concurrency=1,
+            async_dead_letter_queue=messaging.async_failures,
+        )
+        tier_review_spec = FunctionSpec(
+            "tier-review",
+            f"{HANDLERS}.schedules.tier_review_handler",
+            "Daily tier review",
+            1024,
+            Duration.seconds(900),
+            reserved_concurrency=1,
+            async_dead_letter_queue=messaging.async_failures,
+        )
+        batch_files_spec = FunctionSpec(
+            "batch-files",
+            f"{HANDLERS}.batch_files.handler",
+            "Payment batch files uploaded to S3 (.csv)",
+            1024,
+            Duration.seconds(300),
+            async_dead_letter_queue=messaging.async_failures,
+        )
+
+        # Referenced by name, not by resource, to avoid cycles (the state machine invokes a function
+        # that carries this ARN; the uploads bucket notifies a function that reads it).
+        workflow_arn = state_machine_arn(settings)
+        uploads_arn = f"arn:{Aws.PARTITION}:s3:::{buckets.uploads_bucket_name}"
+        environment = {
+            "ACCRUE_BACKEND": "aws",
+            "ACCRUE_ENV": "production",
+            "ACCRUE_TABLE_NAME": data.table.table_name,
+            "ACCRUE_PAYMENTS_QUEUE_URL": messaging.payments.queue.queue_url,
+            "ACCRUE_NOTIFICATIONS_QUEUE_URL": messaging.notifications.queue.queue_url,
+            "ACCRUE_REPORTS_BUCKET": buckets.reports.bucket_name,
+            "ACCRUE_UPLOADS_BUCKET": buckets.uploads_bucket_name,
+            "ACCRUE_ARCHIVE_BUCKET": buckets.archive.bucket_name,
+            "ACCRUE_NOTIFICATIONS_TOPIC_ARN": messaging.notifications_topic.topic_arn,
+            "ACCRUE_EVENT_BUS_NAME": messaging.event_bus.event_bus_name,
+            "ACCRUE_PAYMENT_STATE_MACHINE_ARN": workflow_arn,
+            "ACCRUE_JWT_SECRET_ARN": secret.secret_arn,
+            "POWERTOOLS_SERVICE_NAME": "accrue",
+            "POWERTOOLS_METRICS_NAMESPACE": "accrue",
+        }
+        code = lambda_.Code.from_asset(
+            str(settings.lambda_code_dir()), exclude=["**/__pycache__", "**/*.pyc", "*.dist-info/RECORD"]
+        )
+
+        def function(construct_id: str, spec: FunctionSpec, *statements: object) -> AccrueFunction:
+            return AccrueFunction(
+                self,
+                construct_id,
+                spec=spec,
+                name=settings.name(spec.purpose),
+                code=code,
+                environment=environment,
+                key=key,
+                log_retention=retention,
+                removal_policy=removal,
+                statements=[allow.use_key(key), *statements],  # type: ignore[list-item]
+            )
+
+        payments, notifications = messaging.payments, messaging.notifications
+        api_function = function(
+            "ApiFunction",
+            API,
+            allow.read_table(data),
+            allow.write_table(data),
+            allow.read_secret(secret.secret_arn),
+            allow.write_objects("StoreUploads", uploads_arn),
+            allow.write_objects("ArchiveWebhooks", buckets.archive.bucket_arn),
+            allow.read_objects("ReadReports", buckets.reports.bucket_arn),
+            allow.send_to("EnqueueAndRedrive", payments.queue, notifications.queue),
+            allow.drain("InspectDeadLetters", payments.dead_letter, notifications.dead_letter),
+        )
+        authorizer_function = function("AuthorizerFunction", AUTHORIZER, allow.read_secret(secret.secret_arn))
+        stream_function = function(
+            "StreamFunction",
+            STREAM,
+            allow.read_stream(data),
+            allow.read_table(data),
+            allow.write_table(data),
+            allow.send_to("DispatchWork", payments.queue, notifications.queue),
+            allow.send_to("FailedBatches", messaging.stream_failures),
+            allow.publish_to("PublishNotifications", messaging.notifications_topic),
+            allow.put_events(messaging.event_bus.event_bus_arn),
+        )
+        payments_worker = function(
+            "PaymentsWorkerFunction",
+            PAYMENTS_WORKER,
+            allow.read_table(data),
+            allow.write_table(data),
+            allow.start_executions(workflow_arn),
+        )
+        notifications_worker = function(
+            "NotificationsWorkerFunction",
+            NOTIFICATIONS_WORKER,
+            allow.read_table(data),
+            allow.write_table(data),
+            allow.publish_to("DeliverNotifications", messaging.notifications_topic),
+        )
+        batch_files = function(
+            "BatchFilesFunction",
+            batch_files_spec,
+            allow.read_objects("ReadUploads", uploads_arn),
+            allow.read_table(data),
+            allow.write_table(data),
+            allow.send_to("EnqueuePayments", payments.queue),
+        )
+        payout = function(
+            "PayoutFunction",
+            payout_spec,
+            allow.read_table(data),
+            allow.write_table(data),
+            allow.write_objects("WriteReports", buckets.reports.bucket_arn),
+        )
+        tier_review = function("TierReviewFunction", tier_review_spec, allow.read_table(data), allow.write_table(data))
+        workflow_steps = function(
+            "WorkflowStepsFunction", WORKFLOW_STEPS, allow.read_table(data), allow.write_table(data)
+        )
+        self.functions = (
+            api_function,
+            authorizer_function,
+            stream_function,
+            payments_worker,
+            notifications_worker,
+            batch_files,
+            payout,
+            tier_review,
+            workflow_steps,
+        )
+
+        # -- event sources -------------------------------------------------------------------------
+        stream_mapping = lambda_.CfnEventSourceMapping(
+            self,
+            "StreamMapping",
+            function_name=stream_function.function.function_name,
+            event_source_arn=data.stream_arn,
+            # Outbox messages written before the mapping existed must still leave.
+            starting_position="TRIM_HORIZON",
+            batch_size=100,
+            # Seed 000: a 5 s batching window, 10 batches per shard in parallel, 3 retries.
+            maximum_batching_window_in_seconds=5,
+            parallelization_factor=10,
+            maximum_retry_attempts=3,
+            bisect_batch_on_function_error=True,
+            function_response_types=["ReportBatchItemFailures"],
+            filter_criteria=lambda_.CfnEventSourceMapping.FilterCriteriaProperty(
+                filters=[
+                    lambda_.CfnEventSourceMapping.FilterProperty(pattern=_json(table_design.STREAM_FILTER_PATTERN))
+                ]
+            ),
+            destination_config=lambda_.CfnEventSourceMapping.DestinationConfigProperty(
+                on_failure=lambda_.CfnEventSourceMapping.OnFailureProperty(
+                    destination=messaging.stream_failures.queue_arn
+                )
+            ),
+        )
+        stream_mapping.node.add_dependency(stream_function.role)
+        for worker, queue, concurrency in (
+            (payments_worker, payments.queue, 10),
+            (notifications_worker, notifications.queue, 5),
+        ):
+            worker.function.add_event_source(
+                sources.SqsEventSource(
+                    queue, batch_size=10, report_batch_item_failures=True, max_concurrency=concurrency
+                )
+            )
+
+        # S3 -> batch-files function, declared on the bucket itself (no custom-resource Lambda).
+        permission = batch_files.function.add_permission(
+            "InvokeFromUploads",
+            principal=iam.ServicePrincipal("s3.amazonaws.com"),
+            source_arn=uploads_arn,
+            source_account=Aws.ACCOUNT_ID,
+        )
+        uploads_cfn = buckets.uploads.node.default_child
+        assert isinstance(uploads_cfn, s3.CfnBucket)
+        uploads_cfn.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            lambda_configurations=[
+                s3.CfnBucket.LambdaConfigurationProperty(
+                    event="s3:ObjectCreated:*",
+                    function=batch_files.function_arn,
+                    filter=s3.CfnBucket.NotificationFilterProperty(
+                        s3_key=s3.CfnBucket.S3KeyFilterProperty(
+                            rules=[s3.CfnBucket.FilterRuleProperty(name="suffix", value=".csv")]
+                        )
+                    ),
+                )
+            ]
+        )
+        # S3 checks the permission when it saves the notification.
+        if permission is not None:
+            buckets.uploads.node.add_dependency(permission)
+        else:
+            buckets.uploads.node.add_dependency(batch_files.function)
+
+        # -- API, workflow, schedules, monitoring --------------------------------------------------
+        self.api = RestApi(
+            self,
+            "Api",
+            settings=settings,
+            document=load_openapi(OPENAPI_DOCUMENT),
+            handler=api_function.function,
+            authorizer_function=authorizer_function.function,
+            key=key,
+            log_retention=retention,
+        )
+        self.workflow = PaymentWorkflow(
+            self,
+            "PaymentWorkflow",
+            settings=settings,
+            steps_function=workflow_steps.function,
+            key=key,
+            log_retention=retention,
+        )
+        self.schedules = Schedules(
+            self,
+            "Schedules",
+            settings=settings,
+            targets={MONTHLY_PAYOUT.name: payout.function, DAILY_TIER_REVIEW.name: tier_review.function},
+            dead_letter_queue=messaging.scheduler_failures,
+            key=key,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            settings=settings,
+            alarm_topic=messaging.alarm_topic,
+            functions=self.functions,
+            work_queues={"payments": payments.queue, "notifications": notifications.queue},
+            dead_letter_queues={
+                "payments-dlq": payments.dead_letter,
+                "notifications-dlq": notifications.dead_letter,
+                "stream-failures": messaging.stream_failures,
+                "async-failures": messaging.async_failures,
+                "scheduler-failures": messaging.scheduler_failures,
+            },
+            api=self.api.api,
+            table=data.table,
+            index_names=data.index_names,
+            state_machine=self.workflow.state_machine,
+            stream_function=stream_function,
+        )
+
+        # -- outputs ------------------------------------------------------------------------------
+        outputs = {
+            "ApiUrl": (self.api.url, "Base URL of the HTTP API (stage included)"),
+            "ApiKeyId": (
+                self.api.api_key.key_id,
+                "Default client API key id: aws apigateway get-api-key --include-value",
+            ),
+            "TableName": (data.table.table_name, "The single DynamoDB table"),
+            "ReportsBucket": (buckets.reports.bucket_name, "Payout reports (payouts/YYYY-MM/)"),
+            "UploadsBucket": (buckets.uploads_bucket_name, "Drop payment batch files (.csv) here"),
+            "WebhookArchiveBucket": (buckets.archive.bucket_name, "Raw webhook payloads"),
+            "AccessLogsBucket": (buckets.access_logs.bucket_name, "S3 server access logs"),
+            "PaymentsQueueUrl": (payments.queue.queue_url, "Payments work queue"),
+            "PaymentsDeadLetterQueueUrl": (payments.dead_letter.queue_url, "Payments that failed 3 receives"),
+            "NotificationsQueueUrl": (notifications.queue.queue_url, "Notifications work queue"),
+            "NotificationsDeadLetterQueueUrl": (notifications.dead_letter.queue_url, "Notifications that failed"),
+            "StreamFailuresQueueUrl": (messaging.stream_failures.queue_url, "Outbox stream batches that failed"),
+            "AsyncFailuresQueueUrl": (messaging.async_failures.queue_url, "Failed S3/scheduled invocations"),
+            "SchedulerFailuresQueueUrl": (messaging.scheduler_failures.queue_url, "Undeliverable scheduled runs"),
+            "NotificationsTopicArn": (messaging.notifications_topic.topic_arn, "Member notifications (SNS)"),
+            "AlarmTopicArn": (messaging.alarm_topic.topic_arn, "Subscribe on-call here"),
+            "EventBusName": (messaging.event_bus.event_bus_name, "Domain events (EventBridge)"),
+            "PaymentStateMachineArn": (self.workflow.state_machine.state_machine_arn, "Payment workflow"),
+            "JwtSecretArn": (secret.secret_arn, "JWT signing secret (Secrets Manager)"),
+            "DashboardUrl": (self.monitoring.dashboard_url(), "CloudWatch dashboard"),
+        }
+        for output_id, (value, description) in outputs.items():
+            CfnOutput(self, output_id, value=value, description=description)
+
+
+def _visibility(consumer: FunctionSpec) -> Duration:
+    return Duration.seconds(consumer.timeout.to_seconds() * VISIBILITY_FACTOR)
+
+
+def _json(pattern: object) -> str:
+    return json.dumps(pattern, separators=(",", ":"), sort_keys=True)

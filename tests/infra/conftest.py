@@ -1,0 +1,50 @@
+"""Synthesise the CDK app once per test session; every infrastructure test reads that one template."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+INFRA_DIR = Path(__file__).resolve().parents[2] / "infra"
+if str(INFRA_DIR) not in sys.path:
+    sys.path.insert(0, str(INFRA_DIR))
+
+from accrue_infra.synth import Synthesis, synthesize  # noqa: E402
+from accrue_infra.validators import ToolMissing  # noqa: E402
+
+# A suffix no default uses, so "every name carries the suffix" cannot pass by accident.
+ENV_SUFFIX = "citest"
+# `make test` sets this: there a missing validator is a failure, not a skip.
+TOOLS_REQUIRED = os.environ.get("ACCRUE_INFRA_TOOLS_REQUIRED") == "1"
+
+
+@pytest.fixture(scope="session")
+def synthesis(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    return synthesize(outdir, {"env_suffix": ENV_SUFFIX})
+
+
+@pytest.fixture(scope="session")
+def template(synthesis: Synthesis) -> dict[str, Any]:
+    return synthesis.template
+
+
+@pytest.fixture(scope="session")
+def resources(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = template["Resources"]
+    return found
+
+
+def of_type(resources: dict[str, dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {logical_id: r for logical_id, r in resources.items() if r["Type"] == kind}
+
+
+def require_tool(error: ToolMissing) -> None:
+    """Skip (with the reason) when a developer runs pytest without the tools; fail under `make test`."""
+    if TOOLS_REQUIRED:
+        pytest.fail(str(error))
+    pytest.skip(str(error))
