@@ -21,6 +21,7 @@ from accrue.adapters.local.sandbox_gateway import SandboxGateway
 from accrue.adapters.local.smtp import SmtpNotifier
 from accrue.adapters.local.templates import JinjaRenderer
 from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.gdpr import purge_freed_storage as purge_sqlite_storage
 from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
 from accrue.adapters.sqlite.queue import SqliteQueue
 from accrue.adapters.sqlite.unit_of_work import SqliteUnitOfWork
@@ -37,6 +38,8 @@ from accrue.service_layer import payments as payment_service
 from accrue.service_layer.batches import BatchWorker, PaymentBatches
 from accrue.service_layer.campaigns import CAMPAIGN_COMMAND_HANDLERS, CAMPAIGN_EVENT_HANDLERS
 from accrue.service_layer.dead_letters import DeadLetterSource, OutboxDeadLetters
+from accrue.service_layer.gdpr import GDPR_COMMAND_HANDLERS, GDPR_EVENT_HANDLERS
+from accrue.service_layer.gdpr import registry as gdpr_registry
 from accrue.service_layer.messagebus import MessageBus
 from accrue.service_layer.outbox_worker import OutboxWorker
 from accrue.service_layer.payment_workflow_runner import PaymentWorkflowRunner, RunnerSettings
@@ -100,6 +103,8 @@ def event_handler_table() -> dict[str, dict[str, Any]]:
     table = _core_event_handlers()
     for event_name, subscribers in CAMPAIGN_EVENT_HANDLERS.items():
         table.setdefault(event_name, {}).update(subscribers)
+    for event_name, subscribers in GDPR_EVENT_HANDLERS.items():
+        table.setdefault(event_name, {}).update(subscribers)
     for event_name, subscribers in webhooks_out.EVENT_HANDLERS.items():
         table.setdefault(event_name, {}).update(subscribers)
     return table
@@ -159,6 +164,9 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         "settings": handlers.Settings(welcome_bonus_points=settings.welcome_bonus_points),
         "uow_factory": uow_factory,
         "blobs": blobs,
+        "gdpr_registry": gdpr_registry,
+        # Erased bytes must leave the SQLite file (WAL frames); DynamoDB deletes for good by itself.
+        "purge_freed_storage": (lambda: purge_sqlite_storage(database)) if database is not None else (lambda: None),
         "referral_velocity": VelocityRule(
             max_signups=settings.referral_velocity_max_signups,
             window_seconds=settings.referral_velocity_window_seconds,
@@ -170,6 +178,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
 
     command_table: dict[type[commands.Command], Any] = dict(handlers.COMMAND_HANDLERS)
     command_table.update(CAMPAIGN_COMMAND_HANDLERS)
+    command_table.update(GDPR_COMMAND_HANDLERS)
     command_table.update(referrals.COMMAND_HANDLERS)
     command_table.update(payouts.COMMAND_HANDLERS)
     command_table.update(payment_service.COMMAND_HANDLERS)

@@ -11,6 +11,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from accrue.domain.campaigns import Campaign, Occasion
 from accrue.domain.audit import AuditEntry, AuditRecord
 from accrue.domain.events import Event
+from accrue.domain.gdpr import ErasureSubject
 from accrue.domain.ledger import Transfer
 from accrue.domain.members import Member
 from accrue.domain.notification_channels import (
@@ -286,6 +287,7 @@ class UnitOfWork(abc.ABC):
     notification_preferences: PreferenceRepository
     notification_sends: NotificationSendRepository
     campaigns: CampaignRepository
+    personal_data: PersonalDataRepository
     referrals: ReferralRepository
     payouts: PayoutRepository
 
@@ -724,8 +726,33 @@ class CampaignRepository(abc.ABC):
         """``drawn`` for several campaigns at once (campaigns without awards are absent)."""
 
     @abc.abstractmethod
+    def check(self) -> list[str]:
+        """Every campaign that paid out more than its total or per-member budget; empty when none."""
+
+    @abc.abstractmethod
     def list(self, limit: int, cursor: str | None) -> Page[Campaign]:
         """Newest first."""
+
+
+# -- GDPR -----------------------------------------------------------------------------------------
+
+
+class PersonalDataRepository(abc.ABC):
+    """What the store holds about one member, found across every feature's records."""
+
+    @abc.abstractmethod
+    def export(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Section name -> the member's records (JSON-ready), for every feature that stores any."""
+
+    @abc.abstractmethod
+    def erase(self, subject: ErasureSubject) -> dict[str, int]:
+        """Blank the subject's personal values out of every stored record linked to them (messages,
+        event payloads, stored responses ...) and drop records that only hold personal data.
+        Returns records changed per table. Immutable records (the ledger) are never touched."""
+
+    @abc.abstractmethod
+    def remaining(self, subject: ErasureSubject) -> list[str]:
+        """Where a personal value of the subject is still stored (table.column); empty after erasure."""
 
 
 # -- payments -------------------------------------------------------------------------------------

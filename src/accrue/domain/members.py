@@ -184,6 +184,17 @@ class Member:
         """Re-derive the tier from lifetime points (the periodic review)."""
         self._evaluate(self.lifetime, self.tier)
 
+    def erase(self) -> bool:
+        """GDPR erasure: the personal data goes; the id, balance and postings stay, now anonymous.
+        False when it was already erased."""
+        if self.erased:
+            return False
+        self.email = None
+        self.name = None
+        self.phone = None
+        self.erased = True
+        return True
+
     # -- internals ------------------------------------------------------------------------------
 
     def _post_credit(

@@ -101,12 +101,15 @@ def token(
 def ledger_check(db: DbOption = None) -> None:
     """Verify every stored balance equals the sum of its postings and the ledger balances."""
     application = build(db=db)
-    problems = application.bus.query(lambda uow: uow.ledger.check())
+    problems = application.bus.query(lambda uow: uow.ledger.check() + uow.campaigns.check())
     if problems:
         for problem in problems:
             console.print(f"[red]{problem}[/red]")
         raise typer.Exit(1)
-    print("ledger OK: every balance equals the sum of its postings; all accounts sum to zero")
+    print(
+        "ledger OK: every balance equals the sum of its postings; all accounts sum to zero; "
+        "no campaign paid over its budget"
+    )
 
 
 @points_cli.command("import")

@@ -47,7 +47,7 @@ from accrue.domain.campaigns import (
 from accrue.domain.errors import Conflict, InvalidInput, NotFound
 from accrue.domain.ids import new_id
 from accrue.domain.ledger import Transfer
-from accrue.domain.loyalty import Tier
+from accrue.domain.loyalty import Tier, points_for
 from accrue.domain.members import Member
 from accrue.domain.money import normalize_currency
 from accrue.ports import Page, UnitOfWork
@@ -401,6 +401,46 @@ def award_milestone_bonus(event: events.MilestonesReached, uow: UnitOfWork, cloc
     apply_campaigns(uow, member, trigger, uow.campaigns.running(Occasion.MILESTONE, event.occurred_at), clock())
 
 
+class PaymentProcessedFacts(Protocol):
+    """The fields of the payments feature's ``PaymentProcessed`` event that campaigns read."""
+
+    @property
+    def payment_id(self) -> str: ...
+    @property
+    def amount(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+def award_payment_campaigns(event: PaymentProcessedFacts, uow: UnitOfWork, clock: Clock) -> None:
+    """A processed payment tied to a member is a purchase without an order: purchase campaigns apply
+    to it after the payment commits. It has no items (category conditions never match) and is no
+    one's first order; the tier is the member's tier when the handler runs."""
+    if event.user_id is None:
+        return
+    member = _rewardable(uow, event.user_id)
+    if member is None:
+        return
+    amount = Decimal(event.amount)
+    award_purchase_campaigns(
+        uow,
+        member,
+        fact_key=f"payment:{event.payment_id}",
+        amount=amount,
+        currency=event.currency,
+        categories=(),
+        base_points=points_for(amount, "purchase"),
+        first_order=False,
+        tier=member.tier,
+        occurred_at=event.occurred_at,
+        now=clock(),
+    )
+
+
 # -- queries --------------------------------------------------------------------------------------
 
 
@@ -452,4 +492,5 @@ CAMPAIGN_EVENT_HANDLERS: dict[str, dict[str, Callable[..., None]]] = {
     "MilestonesReached": {"award_milestone_bonus": award_milestone_bonus},
     "ReferralSignedUp": {"award_referral_bonus": award_referral_bonus},
     "ReferralRewardReviewed": {"award_referral_bonus_on_approval": award_referral_bonus_on_approval},
+    "PaymentProcessed": {"award_payment_campaigns": award_payment_campaigns},
 }

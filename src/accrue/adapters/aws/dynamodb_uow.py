@@ -101,6 +101,8 @@ class Counter:
     attribute: str
     delta: int
     group: str
+    # False: the item is created when absent (a running total); True: it must already exist.
+    must_exist: bool = True
 
 
 class Session:
@@ -114,6 +116,8 @@ class Session:
         self.counters: list[Counter] = []
         # Raw items read in this unit of work, by key (members keep attributes the domain ignores).
         self.loaded: dict[tuple[str, str], dict[str, Any]] = {}
+        # Counter values a decision was based on: adding to them is guarded by "still this value".
+        self.observed: dict[tuple[str, str], dict[str, int]] = {}
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -208,11 +212,16 @@ class Session:
             raise RuntimeError(f"item {write.key_tuple} is already written in this unit of work")
         self.writes[write.key_tuple] = write
 
-    def add_to(self, key: keys.Key, attribute: str, delta: int, group: str) -> None:
-        """Add ``delta`` to a numeric attribute of an existing item at commit."""
+    def add_to(self, key: keys.Key, attribute: str, delta: int, group: str, *, must_exist: bool = True) -> None:
+        """Add ``delta`` to a numeric attribute at commit. When ``observe`` saw its value in this unit
+        of work, the write is guarded by that value (a budget check stays true at commit)."""
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot write")
-        self.counters.append(Counter(key, attribute, delta, group))
+        self.counters.append(Counter(key, attribute, delta, group, must_exist))
+
+    def observe(self, key: keys.Key, attribute: str, value: int) -> None:
+        where = (key[PARTITION_KEY], key[SORT_KEY])
+        self.observed.setdefault(where, {}).setdefault(attribute, value)
 
     def pending_delta(self, key: keys.Key, attribute: str) -> int:
         return sum(c.delta for c in self.counters if c.key == key and c.attribute == attribute)
@@ -234,16 +243,39 @@ class Session:
                 continue
             if write is not None:
                 raise RuntimeError(f"cannot add to {sorted(attributes)} of an item already updated")
+            owner = owners[where]
             names = {f"#a{i}": name for i, name in enumerate(attributes)}
-            values = {f":d{i}": delta for i, delta in enumerate(attributes.values())}
+            values: dict[str, Any] = {}
+            seen = self.observed.get(where, {})
+            sets: list[str] = []
+            adds: list[str] = []
+            conditions: list[str] = [f"attribute_exists({PARTITION_KEY})"] if owner.must_exist else []
+            for i, (name, delta) in enumerate(attributes.items()):
+                if name in seen:
+                    # Guarded: the total this unit of work decided on must still be the stored one.
+                    expected = seen[name]
+                    sets.append(f"#a{i} = :n{i}")
+                    values[f":n{i}"] = expected + delta
+                    values[f":e{i}"] = expected
+                    guard = f"#a{i} = :e{i}"
+                    conditions.append(f"(attribute_not_exists(#a{i}) OR {guard})" if expected == 0 else guard)
+                else:
+                    adds.append(f"#a{i} :d{i}")
+                    values[f":d{i}"] = delta
+            update = " ".join(
+                part
+                for part in ("SET " + ", ".join(sets) if sets else "", "ADD " + ", ".join(adds) if adds else "")
+                if part
+            )
             self.writes[where] = Write(
                 action="Update",
-                key=owners[where].key,
-                update="ADD " + ", ".join(f"#a{i} :d{i}" for i in range(len(attributes))),
-                condition=f"attribute_exists({PARTITION_KEY})",
+                key=owner.key,
+                update=update,
+                condition=" AND ".join(conditions) or None,
                 names=names,
                 values=values,
-                group=owners[where].group,
+                group=owner.group,
+                conflict=lambda: ConcurrencyConflict("a running total changed concurrently; retry"),
             )
 
     # -- commit ---------------------------------------------------------------------------------
@@ -387,6 +419,7 @@ class DynamoUnitOfWork(UnitOfWork):
     def __enter__(self) -> DynamoUnitOfWork:
         # Imported here: the repositories import this module (for Session and Write).
         from accrue.adapters.aws import repositories as repos
+        from accrue.adapters.aws.campaigns import DynamoCampaignRepository
 
         if self.session is not None:
             raise RuntimeError("this unit of work is already open")
@@ -399,6 +432,7 @@ class DynamoUnitOfWork(UnitOfWork):
         self.outbox = repos.DynamoOutboxRepository(session)
         self.imports = repos.DynamoImportRepository(session)
         self.schedule_runs = repos.DynamoScheduleRunRepository(session)
+        self.campaigns = DynamoCampaignRepository(session)
         for extend in self.extensions:
             extend(self)
         return self

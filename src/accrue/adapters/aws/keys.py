@@ -35,6 +35,9 @@ class Prefix(enum.StrEnum):
     NOTIFICATIONS = "NOTIFICATIONS"
     OUTBOX = "OUTBOX"
     QUEUE = "QUEUE"
+    CAMPAIGN = "CAMPAIGN"
+    CAMPAIGNS = "CAMPAIGNS"
+    ACCOUNT = "ACCOUNT"
     IDEMPOTENCY = "IDEMPOTENCY"
     IMPORT = "IMPORT"
     SCHEDULE = "SCHEDULE"
@@ -169,6 +172,33 @@ def outbox_status(status: str, order_key: str) -> Key:
 def queued_send(send_id: str) -> Key:
     """Messages for an SQS queue, written with the unit of work and forwarded by the stream."""
     return singleton(Prefix.QUEUE, send_id)
+
+
+# -- campaigns and running account totals ----------------------------------------------------
+
+
+def campaign(campaign_id: str) -> Key:
+    return singleton(Prefix.CAMPAIGN, campaign_id)
+
+
+def campaign_indexes(occasion: str, created_at: datetime, campaign_id: str) -> Key:
+    position = join(sortable_time(created_at), short_digest(campaign_id))
+    return {
+        GSI1.partition_key: str(Prefix.CAMPAIGNS),
+        GSI1.sort_key: position,
+        GSI2.partition_key: join(Prefix.CAMPAIGNS, occasion),
+        GSI2.sort_key: position,
+    }
+
+
+def account_total(account: str) -> Key:
+    """The running total of a ledger account that needs one (a campaign's budget)."""
+    return item_key(join(Prefix.ACCOUNT, account), "TOTAL")
+
+
+def account_member_total(account: str, member_id: str) -> Key:
+    """The part of that total paid to one member (per-member budgets)."""
+    return item_key(join(Prefix.ACCOUNT, account), join(Prefix.MEMBER, member_id))
 
 
 # -- the rest ---------------------------------------------------------------------------------

@@ -308,6 +308,9 @@ def stage_transfer(session: Session, transfer: Transfer, version_after: int, ind
             ),
         )
     )
+    from accrue.adapters.aws.campaigns import stage_account_totals  # the campaigns module imports this one
+
+    stage_account_totals(session, transfer, group)
 
 
 # -- ledger -----------------------------------------------------------------------------------

@@ -142,6 +142,33 @@ class SqliteCampaignRepository(CampaignRepository):
                 found[campaign_id] = value
         return found
 
+    def check(self) -> list[str]:
+        problems: list[str] = []
+        for row in self.conn.execute("SELECT campaign_id FROM campaigns ORDER BY seq"):
+            campaign = self.get(row["campaign_id"])
+            if campaign is None:
+                continue
+            total, per_member = campaign.budget.total_points, campaign.budget.per_member_points
+            drawn = self.drawn(campaign.campaign_id)
+            if total is not None and drawn > total:
+                problems.append(f"campaign {campaign.campaign_id}: paid {drawn} points, over its budget of {total}")
+            if per_member is not None:
+                account = campaign.budget_account
+                for over in self.conn.execute(
+                    "SELECT member_id, SUM(delta) AS paid FROM ("
+                    " SELECT member_id, amount AS delta FROM transfers"
+                    " WHERE debit_account = ? AND debit_account GLOB 'campaign:*'"
+                    " UNION ALL SELECT member_id, -amount FROM transfers"
+                    " WHERE credit_account = ? AND credit_account GLOB 'campaign:*'"
+                    ") GROUP BY member_id HAVING SUM(delta) > ?",
+                    (account, account, per_member),
+                ):
+                    problems.append(
+                        f"campaign {campaign.campaign_id}: paid member {over['member_id']} "
+                        f"{over['paid']} points, over its per-member budget of {per_member}"
+                    )
+        return problems
+
     def list(self, limit: int, cursor: str | None) -> Page[Campaign]:
         before = page_bounds(cursor)
         rows = self.conn.execute(

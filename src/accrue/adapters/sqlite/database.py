@@ -43,6 +43,9 @@ class Database:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Zero deleted and overwritten content (GDPR erasure): with it off, old copies of a row
+            # linger in free space of its page. Debian builds default to ON; others may not.
+            conn.execute("PRAGMA secure_delete = ON")
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA cache_size = -65536")
             self._local.conn = conn

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import dumps
 from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.gdpr import SqlitePersonalDataRepository
 from accrue.adapters.sqlite.payments import (
     SqliteAuditLogRepository,
     SqlitePaymentBatchRepository,
@@ -101,6 +102,7 @@ class SqliteUnitOfWork(UnitOfWork):
         self.notification_preferences = SqlitePreferenceRepository(conn)
         self.notification_sends = SqliteNotificationSendRepository(conn)
         self.campaigns = SqliteCampaignRepository(conn)
+        self.personal_data = SqlitePersonalDataRepository(conn)
         self.referrals = SqliteReferralRepository(conn)
         self.payouts = SqlitePayoutRepository(conn)
         return self

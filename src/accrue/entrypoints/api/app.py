@@ -12,6 +12,7 @@ from accrue.bootstrap import Application
 from accrue.entrypoints.api import errors
 from accrue.entrypoints.api.routers import (
     campaigns,
+    gdpr,
     loyalty,
     payments,
     payouts,
@@ -23,7 +24,7 @@ from accrue.entrypoints.api.routers import (
 from accrue.entrypoints.api.security import TokenBucket
 
 # Every router module of the API (each exposes ``api``), in the order they appear in the docs.
-ROUTERS = (system, loyalty, referrals, payouts, payments, webhooks, preferences, campaigns)
+ROUTERS = (system, loyalty, referrals, payouts, payments, webhooks, preferences, campaigns, gdpr)
 
 DESCRIPTION = """
 Loyalty, rewards, referral and payments platform.
