@@ -268,9 +268,7 @@ class RestApi(Construct):
             results_cache_ttl=Duration.minutes(5),
         )
         # One permission for the whole API instead of one per method (stack resource limit).
-        integration = apigw.LambdaIntegration(
-            handler, proxy=True, allow_test_invoke=False, scope_permission_to_method=False
-        )
+        integration = apigw.LambdaIntegration(handler, proxy=True, scope_permission_to_method=False)
         models: dict[str, apigw.Model] = {}
         for operation in self.operations:
             resource = self.api.root.resource_for_path(operation.path)

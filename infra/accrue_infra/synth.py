@@ -100,12 +100,17 @@ def nag_findings(report_path: Path) -> list[str]:
 
 
 def construct_annotations(manifest_path: Path) -> list[str]:
+    """Warnings and errors in the cloud assembly (the manifest, and each stack's metadata file)."""
     if not manifest_path.exists():
         return []
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     found = []
     for artifact in manifest.get("artifacts", {}).values():
-        for path, entries in artifact.get("metadata", {}).items():
+        metadata = dict(artifact.get("metadata", {}))
+        extra = artifact.get("additionalMetadataFile")
+        if extra:
+            metadata.update(json.loads((manifest_path.parent / extra).read_text(encoding="utf-8")))
+        for path, entries in metadata.items():
             for entry in entries:
                 if entry.get("type") in ("aws:cdk:warning", "aws:cdk:error"):
                     found.append(f"{entry['type']} {path}: {entry.get('data')}")
