@@ -139,6 +139,7 @@ class NotificationDispatcher:
             try:
                 self._send(send)
             except Exception:
+                # The send stays 'sending': never sent twice, and logged for an operator.
                 log.exception("notification send %s could not be completed", send.dedupe_key)
         return len(claimed)
 
@@ -235,6 +236,7 @@ class NotificationDispatcher:
             try:
                 handled = self.run_once()
             except Exception:
+                # Keep the dispatcher alive: the next round retries.
                 log.exception("notification dispatch round failed")
                 handled = 0
             if handled == 0:

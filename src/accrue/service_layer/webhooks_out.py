@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -156,6 +157,7 @@ class WebhookDeliveryWorker:
         lease_seconds: float = 60.0,
         batch_size: int = 20,
         poll_seconds: float = 1.0,
+        concurrency: int = 8,
     ) -> None:
         self.uow_factory = uow_factory
         self.sender = sender
@@ -164,6 +166,8 @@ class WebhookDeliveryWorker:
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,12 +177,27 @@ class WebhookDeliveryWorker:
         with self.uow_factory() as uow:
             batch = uow.webhook_deliveries.claim_due(self.clock(), self.batch_size, self.lease_seconds)
             uow.commit()
+        # One endpoint's deliveries go one after another, in order (after a 410 the rest are not
+        # sent); different endpoints in parallel, so one slow endpoint does not hold up the others.
+        by_endpoint: dict[str, list[Delivery]] = {}
         for delivery in batch:
+            by_endpoint.setdefault(delivery.endpoint_id, []).append(delivery)
+        groups = list(by_endpoint.values())
+        if len(groups) == 1:
+            self._attempt_in_order(groups[0])
+        elif groups:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook-send")
+            list(self._pool.map(self._attempt_in_order, groups))
+        return len(batch)
+
+    def _attempt_in_order(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
             try:
                 self._attempt(delivery)
             except Exception:
+                # The lease expires and the delivery is tried again.
                 log.exception("webhook delivery %s could not be attempted", delivery.delivery_id)
-        return len(batch)
 
     def drain(self, max_rounds: int = 100) -> None:
         """Attempt until nothing is due now (tests and CLI)."""
@@ -243,12 +262,16 @@ class WebhookDeliveryWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 handled = self.run_once()
             except Exception:
+                # Keep the worker alive: the next round retries.
                 log.exception("webhook delivery round failed")
                 handled = 0
             if handled == 0:

@@ -4,10 +4,12 @@ library, and pinned to an address the SSRF guard has just approved."""
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from datetime import datetime
 from math import floor
 
+import certifi
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -33,6 +35,8 @@ class HttpxWebhookSender(WebhookSender):
         self.allow_http = allow_http
         self.resolver = resolver
         self.transport = transport
+        # Built once: loading the CA bundle costs far more than a request to a nearby receiver.
+        self.ssl_context = ssl.create_default_context(cafile=certifi.where())
 
     def check_url(self, url: str) -> None:
         self._target(url)
@@ -63,11 +67,13 @@ class HttpxWebhookSender(WebhookSender):
         pinned = httpx.URL(url).copy_with(host=str(address))
         headers = self.signed_headers(secret, message_id, timestamp, payload)
         headers["host"] = target.host_header
-        # TLS still verifies the certificate against the name, not the pinned address.
+        # TLS still verifies the certificate against the name, not the pinned address. A fresh client
+        # per delivery: a pooled connection made for one name must never carry another's request.
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
             with (
                 httpx.Client(
+                    verify=self.ssl_context,
                     timeout=self.timeout_seconds,
                     follow_redirects=False,
                     trust_env=False,  # an environment proxy would bypass the address pinning
