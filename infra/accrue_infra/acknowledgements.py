@@ -16,7 +16,9 @@ from aws_cdk import aws_iam as iam
 from constructs import IConstruct
 
 # Object-level S3 actions: a wildcard over one bucket's objects is acknowledged only for these.
-OBJECT_ACTIONS = frozenset({"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"})
+OBJECT_ACTIONS = frozenset(
+    {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+)
 
 REASONS: dict[str, str] = {
     "xray": (

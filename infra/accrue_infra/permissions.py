@@ -20,7 +20,13 @@ TABLE_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dy
 TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 STREAM_READ = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams")
 QUEUE_SEND = ("sqs:SendMessage", "sqs:GetQueueAttributes")
-QUEUE_DRAIN = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes")
+QUEUE_DRAIN = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+)
 # Every service here encrypts with data keys of the one customer managed key.
 KEY_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 
@@ -67,7 +73,18 @@ def read_objects(sid: str, bucket_arn: str) -> iam.PolicyStatement:
 
 
 def write_objects(sid: str, bucket_arn: str) -> iam.PolicyStatement:
-    return _statement(sid, ("s3:PutObject", "s3:GetObject"), [f"{bucket_arn}/*"])
+    return _statement(sid, ("s3:PutObject",), [f"{bucket_arn}/*"])
+
+
+# What ``S3BlobStore`` calls: put (multipart for streams), get/head, delete, list under a prefix.
+BLOB_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+
+
+def use_blob_store(sid: str, bucket_arn: str) -> list[iam.PolicyStatement]:
+    return [
+        _statement(f"{sid}Objects", BLOB_OBJECT_ACTIONS, [f"{bucket_arn}/*"]),
+        _statement(f"{sid}List", ("s3:ListBucket",), [bucket_arn]),
+    ]
 
 
 def read_secret(secret_arn: str) -> iam.PolicyStatement:

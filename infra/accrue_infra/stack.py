@@ -136,6 +136,11 @@ class AccrueStack(Stack):
             "ACCRUE_JWT_SECRET_ARN": secret.secret_arn,
             "POWERTOOLS_SERVICE_NAME": "accrue",
             "POWERTOOLS_METRICS_NAMESPACE": "accrue",
+            # Lambda's only writable directory: streamed CSV uploads spool here.
+            "ACCRUE_SPOOL_DIR": "/tmp/accrue-spool",  # noqa: S108 - per-sandbox, not shared
+            # Events, queues and schedules reach functions through AWS; no in-process workers.
+            "ACCRUE_WORKERS_ENABLED": "false",
+            "ACCRUE_SCHEDULER_ENABLED": "false",
         }
         code = lambda_.Code.from_asset(
             str(settings.lambda_code_dir()), exclude=["**/__pycache__", "**/*.pyc", "*.dist-info/RECORD"]
@@ -162,9 +167,9 @@ class AccrueStack(Stack):
             allow.read_table(data),
             allow.write_table(data),
             allow.read_secret(secret.secret_arn),
-            allow.write_objects("StoreUploads", uploads_arn),
             allow.write_objects("ArchiveWebhooks", buckets.archive.bucket_arn),
-            allow.read_objects("ReadReports", buckets.reports.bucket_arn),
+            # The blob store: payout reports (read), archived webhook payloads and exports (write).
+            *allow.use_blob_store("BlobStore", buckets.reports.bucket_arn),
             allow.send_to("EnqueueAndRedrive", payments.queue, notifications.queue),
             allow.drain("InspectDeadLetters", payments.dead_letter, notifications.dead_letter),
         )
@@ -198,16 +203,16 @@ class AccrueStack(Stack):
             "BatchFilesFunction",
             batch_files_spec,
             allow.read_objects("ReadUploads", uploads_arn),
+            # Rows are enqueued as queue items in the table's transactions; the stream forwards them.
             allow.read_table(data),
             allow.write_table(data),
-            allow.send_to("EnqueuePayments", payments.queue),
         )
         payout = function(
             "PayoutFunction",
             payout_spec,
             allow.read_table(data),
             allow.write_table(data),
-            allow.write_objects("WriteReports", buckets.reports.bucket_arn),
+            *allow.use_blob_store("BlobStore", buckets.reports.bucket_arn),
         )
         tier_review = function("TierReviewFunction", tier_review_spec, allow.read_table(data), allow.write_table(data))
         workflow_steps = function(

@@ -280,8 +280,13 @@ def test_every_function_is_python_312_arm64_traced_with_the_contract_handlers(re
         assert props["Runtime"] == "python3.12", logical_id
         assert props["Architectures"] == ["arm64"], logical_id
         assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
-        assert set(props["Environment"]["Variables"]) == CONTRACT_ENVIRONMENT, logical_id
-        assert props["Environment"]["Variables"]["ACCRUE_BACKEND"] == "aws"
+        variables = props["Environment"]["Variables"]
+        assert set(variables) >= CONTRACT_ENVIRONMENT, logical_id
+        assert variables["ACCRUE_BACKEND"] == "aws"
+        assert variables["ACCRUE_ENV"] == "production"
+        # The package directory is read-only in Lambda, and no function runs background workers.
+        assert variables["ACCRUE_SPOOL_DIR"].startswith("/tmp/")
+        assert variables["ACCRUE_WORKERS_ENABLED"] == variables["ACCRUE_SCHEDULER_ENABLED"] == "false"
 
 
 def test_every_function_has_its_own_log_group_with_retention(resources: Resources) -> None:
