@@ -163,3 +163,60 @@ def stream_event(aws: Aws, after_sequence: str | None = None) -> tuple[dict[str,
         shaped["eventSourceARN"] = aws.stream_arn
         event_records.append(shaped)
     return {"Records": event_records}, last
+
+
+def pump_stream(aws: Aws, context: Any, after: str | None = None, *, rounds: int = 10) -> tuple[str | None, list[Any]]:
+    """Feed the stream to the stream handler until it is quiet (handlers write more records:
+    delivered messages, queued sends); returns the last sequence number and every response."""
+    from accrue.entrypoints.lambdas import stream
+
+    responses: list[Any] = []
+    for _ in range(rounds):
+        event, last = stream_event(aws, after)
+        if not event["Records"]:
+            return after, responses
+        responses.append(stream.handler(event, context))
+        after = last
+    raise AssertionError("the stream did not settle")
+
+
+def sqs_event(aws: Aws, queue_url: str, *, max_messages: int = 10, visibility: int = 30) -> dict[str, Any]:
+    """Receive from an SQS queue on moto and shape the messages as Lambda's SQS event source does."""
+    sqs = aws.clients["sqs"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    response = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=max_messages,
+        VisibilityTimeout=visibility,
+        MessageSystemAttributeNames=["All"],
+    )
+    records = []
+    for message in response.get("Messages", []):
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            }
+        )
+    return {"Records": records}
+
+
+def settle_sqs(aws: Aws, queue_url: str, event: dict[str, Any], response: dict[str, Any]) -> None:
+    """What the event source mapping does after an invocation: delete the records that succeeded;
+    failed ones become visible again (at once here, instead of after the visibility timeout)."""
+    sqs = aws.clients["sqs"]
+    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    for record in event["Records"]:
+        if record["messageId"] in failed:
+            sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0
+            )
+        else:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])

@@ -118,6 +118,8 @@ class Session:
         self.loaded: dict[tuple[str, str], dict[str, Any]] = {}
         # Counter values a decision was based on: adding to them is guarded by "still this value".
         self.observed: dict[tuple[str, str], dict[str, int]] = {}
+        # Queues whose worker has new work once this commits (one wake-up message each).
+        self.wakes: set[str] = set()
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -218,6 +220,11 @@ class Session:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot write")
         self.counters.append(Counter(key, attribute, delta, group, must_exist))
+
+    def wake(self, queue: str) -> None:
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot write")
+        self.wakes.add(queue)
 
     def observe(self, key: keys.Key, attribute: str, value: int) -> None:
         where = (key[PARTITION_KEY], key[SORT_KEY])
@@ -420,6 +427,15 @@ class DynamoUnitOfWork(UnitOfWork):
         # Imported here: the repositories import this module (for Session and Write).
         from accrue.adapters.aws import repositories as repos
         from accrue.adapters.aws.campaigns import DynamoCampaignRepository
+        from accrue.adapters.aws.notification_channels import (
+            DynamoNotificationSendRepository,
+            DynamoPreferenceRepository,
+        )
+        from accrue.adapters.aws.webhooks import (
+            DynamoWebhookDeliveryRepository,
+            DynamoWebhookEndpointRepository,
+            DynamoWebhookEventRepository,
+        )
 
         if self.session is not None:
             raise RuntimeError("this unit of work is already open")
@@ -433,6 +449,11 @@ class DynamoUnitOfWork(UnitOfWork):
         self.imports = repos.DynamoImportRepository(session)
         self.schedule_runs = repos.DynamoScheduleRunRepository(session)
         self.campaigns = DynamoCampaignRepository(session)
+        self.notification_preferences = DynamoPreferenceRepository(session)
+        self.notification_sends = DynamoNotificationSendRepository(session)
+        self.webhook_events = DynamoWebhookEventRepository(session)
+        self.webhook_endpoints = DynamoWebhookEndpointRepository(session)
+        self.webhook_deliveries = DynamoWebhookDeliveryRepository(session)
         for extend in self.extensions:
             extend(self)
         return self
@@ -458,6 +479,12 @@ class DynamoUnitOfWork(UnitOfWork):
                     now,
                     group=owner.get(id(event), SHARED_GROUP),
                 )
+        if session.wakes:
+            from accrue.adapters.aws.queue_writer import DynamoQueueWriter  # it imports this module
+
+            writer = DynamoQueueWriter(session)
+            for queue in sorted(session.wakes):
+                writer.send_batch(queue, [{"wake": queue}])
         self.write_requests += session.commit()
         self.session = Session(self.client, self.table_name, readonly=self.readonly)
         self._rebind(self.session)
@@ -473,6 +500,7 @@ class DynamoUnitOfWork(UnitOfWork):
         if self.session is not None:
             self.session.writes.clear()
             self.session.counters.clear()
+            self.session.wakes.clear()
 
     def __exit__(self, *args: object) -> None:
         self.rollback()

@@ -38,6 +38,15 @@ class Prefix(enum.StrEnum):
     CAMPAIGN = "CAMPAIGN"
     CAMPAIGNS = "CAMPAIGNS"
     ACCOUNT = "ACCOUNT"
+    WEBHOOK_EVENT = "WEBHOOKEVT"
+    ENDPOINT = "ENDPOINT"
+    ENDPOINTS = "ENDPOINTS"
+    DELIVERY = "DELIVERY"
+    DELIVERY_KEY = "DELIVERYKEY"
+    PREFERENCES = "PREFS"
+    SEND = "SEND"
+    SENDS = "SENDS"
+    NOTIFY_QUEUE = "NOTIFYQ"
     IDEMPOTENCY = "IDEMPOTENCY"
     IMPORT = "IMPORT"
     SCHEDULE = "SCHEDULE"
@@ -199,6 +208,70 @@ def account_total(account: str) -> Key:
 def account_member_total(account: str, member_id: str) -> Key:
     """The part of that total paid to one member (per-member budgets)."""
     return item_key(join(Prefix.ACCOUNT, account), join(Prefix.MEMBER, member_id))
+
+
+# -- webhooks -----------------------------------------------------------------------------------
+
+
+def webhook_event(provider: str, event_id: str) -> Key:
+    # The provider's length keeps the pair unambiguous whatever the event id contains.
+    return item_key(join(Prefix.WEBHOOK_EVENT, len(provider), provider, event_id), str(Prefix.WEBHOOK_EVENT))
+
+
+def endpoint(endpoint_id: str) -> Key:
+    return singleton(Prefix.ENDPOINT, endpoint_id)
+
+
+def endpoint_listing(created_at: datetime, endpoint_id: str) -> Key:
+    return {
+        GSI1.partition_key: str(Prefix.ENDPOINTS),
+        GSI1.sort_key: join(sortable_time(created_at), short_digest(endpoint_id)),
+    }
+
+
+def delivery(delivery_id: str) -> Key:
+    return singleton(Prefix.DELIVERY, delivery_id)
+
+
+def delivery_claim(endpoint_id: str, event_id: str) -> Key:
+    """One delivery per (endpoint, event): the claim item holds the delivery's id."""
+    return item_key(join(Prefix.DELIVERY_KEY, len(endpoint_id), endpoint_id, event_id), str(Prefix.DELIVERY_KEY))
+
+
+def delivery_listing(endpoint_id: str, created_at: datetime, delivery_id: str) -> Key:
+    return {
+        GSI1.partition_key: join(Prefix.ENDPOINT, endpoint_id),
+        GSI1.sort_key: join(Prefix.DELIVERY, sortable_time(created_at), short_digest(delivery_id)),
+    }
+
+
+def due_listing(kind: Prefix, due: datetime, ident: str) -> Key:
+    """GSI2 entry of something waiting for a worker, ordered by when it is due."""
+    return {GSI2.partition_key: join(kind, "due"), GSI2.sort_key: join(sortable_time(due), ident)}
+
+
+# -- notification channels --------------------------------------------------------------------
+
+
+def preferences(user_id: str) -> Key:
+    return singleton(Prefix.PREFERENCES, user_id)
+
+
+def channel_send(send_id: int) -> Key:
+    return singleton(Prefix.SEND, str(send_id))
+
+
+def sends_of(notification_id: str, dedupe_key: str) -> Key:
+    return {GSI1.partition_key: join(Prefix.SENDS, notification_id), GSI1.sort_key: dedupe_key}
+
+
+def notification_queue(notification_id: str) -> Key:
+    """A stored notification not yet planned into channel sends."""
+    return singleton(Prefix.NOTIFY_QUEUE, notification_id)
+
+
+def notification_queue_listing(notification_id: str) -> Key:
+    return {GSI1.partition_key: str(Prefix.NOTIFY_QUEUE), GSI1.sort_key: notification_id}
 
 
 # -- the rest ---------------------------------------------------------------------------------

@@ -493,6 +493,9 @@ class DynamoNotificationRepository(NotificationRepository):
                 conflict=lambda: ConcurrencyConflict("this notification was stored concurrently; retry"),
             )
         )
+        from accrue.adapters.aws.notification_channels import stage_queued_notification  # imports this module
+
+        stage_queued_notification(self.session, notification, dedupe_key)
         return True
 
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> Page[Notification]:

@@ -1,0 +1,45 @@
+"""The whole flow through the Lambda handlers on moto, as AWS would drive it: API Gateway events
+through Mangum, the table's stream read with the DynamoDB Streams API, SQS queues and SNS."""
+
+from __future__ import annotations
+
+import json
+
+from accrue.entrypoints.lambdas import notifications_worker
+from tests.aws.conftest import Aws, LambdaContext, pump_stream, settle_sqs, sqs_event
+from tests.aws.test_lambda_http import api_event, call
+
+
+def test_a_purchase_that_upgrades_a_tier_reaches_sns_through_the_stream(aws: Aws, context: LambdaContext) -> None:
+    status, created = call(
+        api_event("POST", "/users", {"email": "ada@example.com", "name": "Ada", "userId": "ada"}), context
+    )
+    assert status == 201, created
+    status, order = call(
+        api_event("POST", "/orders", {"userId": "ada", "amount": "12000.00", "currency": "USD"}), context
+    )
+    assert status == 201, order
+    # The tier upgrade is an outbox item of the order's transaction; the stream delivers it to the
+    # notification handler, whose commit queues a wake-up for the notifications worker.
+    _, responses = pump_stream(aws, context)
+    assert all(r == {"batchItemFailures": []} for r in responses)
+    status, notes = call(api_event("GET", "/notifications", query={"userId": "ada"}), context)
+    assert status == 200
+    kinds = {n["type"] for n in notes["data"]["notifications"]}
+    assert "tier_upgrade" in kinds
+    queue = aws.settings.notifications_queue_url
+    assert queue is not None
+    event = sqs_event(aws, queue)
+    assert event["Records"], "the notifications worker was not woken"
+    response = notifications_worker.handler(event, context)
+    assert response == {"batchItemFailures": []}
+    settle_sqs(aws, queue, event, response)
+    published = aws.published()
+    tier = [p for p in published if "SILVER" in p["text"] or "Silver" in p["text"]]
+    assert tier, published
+    channels = {p["channel"] for p in tier}
+    assert channels == {"email", "push"}  # no phone number: SMS is skipped
+    email = next(p for p in tier if p["channel"] == "email")
+    assert email["recipient"] == "ada@example.com" and email["userId"] == "ada"
+    assert email["attributes"]["channel"]["Value"] == "email"
+    assert json.loads(json.dumps(email))["dedupeKey"].endswith(":email")
