@@ -358,3 +358,23 @@ def test_events_of_referrals_payouts_and_payments_are_delivered_by_name_and_eras
         uow.commit()
     referral = next(d for d in deliveries(client, endpoint["id"]) if d["eventType"] == "referral.signed_up")
     assert referral["payload"] == {"erased": True}
+
+
+def test_a_delivery_leased_by_a_worker_that_died_is_sent_once_the_lease_expires(
+    client: TestClient, app: Application, receiver: Receiver
+) -> None:
+    endpoint = subscribe(client, receiver.url, ["tier.upgraded"])
+    buy(client, amount="12000.00")
+    app.worker.drain()
+    with app.bus.uow_factory() as uow:
+        # A worker leases the delivery for 0.3 s, then dies before sending anything.
+        [leased] = uow.webhook_deliveries.claim_due(app.clock(), 10, 0.3)
+        uow.commit()
+    assert delivery_worker(app).run_once() == 0  # still leased: nobody else takes it
+    assert receiver.requests == []
+    time.sleep(0.35)
+    run_until_settled(app)
+    assert len(receiver.requests) == 1
+    assert receiver.requests[0].headers["webhook-id"] == leased.event_id
+    [delivery] = deliveries(client, endpoint["id"])
+    assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
