@@ -50,9 +50,17 @@ class SmtpNotifier(Notifier):
 
     def send(self, message: ChannelMessage) -> None:
         email = self.build(message)
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds) as smtp:
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds)
+        try:
             if self.starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if self.username:
                 smtp.login(self.username, self.password or "")
             smtp.send_message(email)
+        finally:
+            # Once the server accepted the message, a failed goodbye must not look like a failed
+            # send (that would send it again).
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
