@@ -43,3 +43,45 @@ def test_a_purchase_that_upgrades_a_tier_reaches_sns_through_the_stream(aws: Aws
     assert email["recipient"] == "ada@example.com" and email["userId"] == "ada"
     assert email["attributes"]["channel"]["Value"] == "email"
     assert json.loads(json.dumps(email))["dedupeKey"].endswith(":email")
+
+
+def test_the_scheduled_payout_writes_its_report_to_s3_and_a_second_run_pays_nobody_twice(
+    aws: Aws, context: LambdaContext
+) -> None:
+    from datetime import UTC, datetime
+
+    from accrue.domain.payouts import Month
+    from accrue.entrypoints.lambdas import schedules
+    from tests.aws.conftest import recorded_event
+
+    status, referrer = call(
+        api_event("POST", "/users", {"email": "ref@example.com", "name": "Ref", "userId": "ref"}), context
+    )
+    assert status == 201
+    code = referrer["data"]["referralCode"]
+    for n in range(6):
+        status, body = call(api_event("POST", "/signup", {"userId": f"friend-{n}", "referralCode": code}), context)
+        assert status == 201, body
+    assert body["data"]["referralCount"] == 6
+    # Fired on the 1st of next month: pays this month (the one before the scheduled instant).
+    this_month = Month.of(datetime.now(UTC))
+    fired = this_month.next().start.replace(hour=2)
+    event = recorded_event("scheduler_monthly_payout.json")
+    event["scheduledTime"] = fired.strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = schedules.payout_handler(event, context)
+    assert first["month"] == str(this_month) and first["status"] == "completed"
+    assert first["referrers"] == 1 and first["totalCents"] == 4 * 1000 + 2 * 1500
+    report = (
+        aws.clients["s3"]
+        .get_object(Bucket="accrue-reports-test", Key=first["reportLocation"].split("accrue-reports-test/", 1)[1])[
+            "Body"
+        ]
+        .read()
+        .decode()
+    )
+    assert report.splitlines() == ["Referrer ID,Total Amount,Referral Count,Payment Status", "ref,70.00,6,Processed"]
+    second = schedules.payout_handler(event, context)
+    assert second == first
+    status, view = call(api_event("GET", "/referrals/ref"), context)
+    assert status == 200
+    assert view["data"]["paidRewards"] == "70.00" and view["data"]["pendingRewards"] == "0.00"

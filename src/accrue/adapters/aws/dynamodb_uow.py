@@ -120,6 +120,9 @@ class Session:
         self.observed: dict[tuple[str, str], dict[str, int]] = {}
         # Queues whose worker has new work once this commits (one wake-up message each).
         self.wakes: set[str] = set()
+        # Bulk work cut into transactions by the repository itself (each with its own guard item),
+        # written after the member groups and before the other writes, in order.
+        self.bundles: list[list[Write]] = []
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -221,6 +224,15 @@ class Session:
             raise RuntimeError("a read-only unit of work cannot write")
         self.counters.append(Counter(key, attribute, delta, group, must_exist))
 
+    def bundle(self, writes: list[Write]) -> None:
+        """Stage writes that must travel together in one transaction of their own."""
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot write")
+        if len(writes) > MAX_TRANSACTION_ITEMS:
+            raise TransactionTooLarge(f"a bundle of {len(writes)} writes exceeds {MAX_TRANSACTION_ITEMS} items")
+        if writes:
+            self.bundles.append(writes)
+
     def wake(self, queue: str) -> None:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot write")
@@ -294,7 +306,8 @@ class Session:
         for write in self.writes.values():
             groups.setdefault(write.group, []).append(write)
         shared = groups.pop(SHARED_GROUP, [])
-        units: list[list[Write]] = []
+        # (writes, alone): a bundle is a transaction of its own, never packed with other writes.
+        units: list[tuple[list[Write], bool]] = []
         for name, writes in groups.items():
             size = sum(w.size_estimate() for w in writes)
             if len(writes) > MAX_TRANSACTION_ITEMS or size > TRANSACTION_BYTES_BUDGET:
@@ -303,21 +316,26 @@ class Session:
                     f"holds at most {MAX_TRANSACTION_ITEMS} items and 4 MB: split the work into smaller parts",
                     details={"group": name, "items": len(writes)},
                 )
-            units.append(writes)
+            units.append((writes, False))
+        units.extend((bundle, True) for bundle in self.bundles)
         # Writes that belong to no member (orders' neighbours, progress records, bulk claims) may be
         # split one by one; they go last so that progress is recorded after the work it describes.
-        units.extend([w] for w in shared)
+        units.extend(([w], False) for w in shared)
         chunks: list[list[Write]] = []
         current: list[Write] = []
         current_bytes = 0
-        for unit in units:
+        for unit, alone in units:
             unit_bytes = sum(w.size_estimate() for w in unit)
             if current and (
-                len(current) + len(unit) > MAX_TRANSACTION_ITEMS
+                alone
+                or len(current) + len(unit) > MAX_TRANSACTION_ITEMS
                 or current_bytes + unit_bytes > TRANSACTION_BYTES_BUDGET
             ):
                 chunks.append(current)
                 current, current_bytes = [], 0
+            if alone:
+                chunks.append(unit)
+                continue
             current.extend(unit)
             current_bytes += unit_bytes
         if current:
@@ -332,6 +350,7 @@ class Session:
         for chunk in chunks:
             self._write(chunk)
         self.writes.clear()
+        self.bundles.clear()
         return len(chunks)
 
     def _write(self, chunk: list[Write]) -> None:
@@ -431,6 +450,7 @@ class DynamoUnitOfWork(UnitOfWork):
             DynamoNotificationSendRepository,
             DynamoPreferenceRepository,
         )
+        from accrue.adapters.aws.referrals import DynamoPayoutRepository, DynamoReferralRepository
         from accrue.adapters.aws.webhooks import (
             DynamoWebhookDeliveryRepository,
             DynamoWebhookEndpointRepository,
@@ -451,6 +471,8 @@ class DynamoUnitOfWork(UnitOfWork):
         self.campaigns = DynamoCampaignRepository(session)
         self.notification_preferences = DynamoPreferenceRepository(session)
         self.notification_sends = DynamoNotificationSendRepository(session)
+        self.referrals = DynamoReferralRepository(session)
+        self.payouts = DynamoPayoutRepository(session)
         self.webhook_events = DynamoWebhookEventRepository(session)
         self.webhook_endpoints = DynamoWebhookEndpointRepository(session)
         self.webhook_deliveries = DynamoWebhookDeliveryRepository(session)
@@ -501,6 +523,7 @@ class DynamoUnitOfWork(UnitOfWork):
             self.session.writes.clear()
             self.session.counters.clear()
             self.session.wakes.clear()
+            self.session.bundles.clear()
 
     def __exit__(self, *args: object) -> None:
         self.rollback()

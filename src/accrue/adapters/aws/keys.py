@@ -47,6 +47,14 @@ class Prefix(enum.StrEnum):
     SEND = "SEND"
     SENDS = "SENDS"
     NOTIFY_QUEUE = "NOTIFYQ"
+    IDENTITY = "IDENTITY"
+    REFERRAL = "REFERRAL"
+    REFERRED = "REFERRED"
+    REFERRALS = "REFERRALS"
+    PAYOUT_RUN = "PAYOUTRUN"
+    PAYOUT_RUNS = "PAYOUTRUNS"
+    PAYOUT = "PAYOUT"
+    CLAIM = "CLAIM"
     IDEMPOTENCY = "IDEMPOTENCY"
     IMPORT = "IMPORT"
     SCHEDULE = "SCHEDULE"
@@ -272,6 +280,55 @@ def notification_queue(notification_id: str) -> Key:
 
 def notification_queue_listing(notification_id: str) -> Key:
     return {GSI1.partition_key: str(Prefix.NOTIFY_QUEUE), GSI1.sort_key: notification_id}
+
+
+# -- referrals and payouts ------------------------------------------------------------------
+
+
+def email_identity_listing(identity: str, user_id: str) -> Key:
+    """GSI1 entry of a member: found by the mailbox its email delivers to (aliases compare equal)."""
+    return {GSI1.partition_key: join(Prefix.IDENTITY, identity), GSI1.sort_key: user_id}
+
+
+def referral(referral_id: str) -> Key:
+    return singleton(Prefix.REFERRAL, referral_id)
+
+
+def referred(member_id: str) -> Key:
+    """A member is referred once: this item is the claim."""
+    return singleton(Prefix.REFERRED, member_id)
+
+
+def referral_position(created_at: datetime, referral_id: str) -> str:
+    return join(sortable_time(created_at), short_digest(referral_id))
+
+
+def referral_of_referrer(referrer_id: str, created_at: datetime, referral_id: str) -> Key:
+    return {
+        GSI1.partition_key: member_partition(referrer_id),
+        GSI1.sort_key: join(Prefix.REFERRAL, referral_position(created_at, referral_id)),
+    }
+
+
+def referral_waiting(state: str, created_at: datetime, referral_id: str) -> Key:
+    """GSI2 entry of a reward waiting for something: ``held`` (a review) or ``unclaimed`` (a run)."""
+    return {
+        GSI2.partition_key: join(Prefix.REFERRALS, state),
+        GSI2.sort_key: referral_position(created_at, referral_id),
+    }
+
+
+def payout_run(run_id: str) -> Key:
+    return singleton(Prefix.PAYOUT_RUN, run_id)
+
+
+def payout_run_listing(month: str) -> Key:
+    return {GSI1.partition_key: str(Prefix.PAYOUT_RUNS), GSI1.sort_key: month}
+
+
+def payout_claim(run_id: str, referrer_id: str, referral_id: str) -> Key:
+    """A reward claimed by a run, in the run's partition ordered by referrer (the report's order)."""
+    return item_key(join(Prefix.PAYOUT, run_id), join(Prefix.CLAIM, referrer_id, referral_id))
 
 
 # -- the rest ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from accrue.domain.ledger import Transfer
 from accrue.domain.members import Member, normalize_email
 from accrue.domain.notifications import Notification
 from accrue.domain.orders import Order
+from accrue.domain.referrals import email_identity
 from accrue.ports import (
     ImportRepository,
     LedgerRepository,
@@ -34,6 +35,8 @@ from accrue.ports import (
 
 ENTITY = "entity"
 ORDER_COUNT = "order_count"
+# Counters kept on the member item from enrolment (never a missing attribute to add to).
+MEMBER_COUNTERS = (ORDER_COUNT, "referral_count", "referral_rewards_cents")
 EMAIL_KEY = "email_key"
 
 
@@ -146,9 +149,13 @@ class DynamoMemberRepository(MemberRepository):
             item.pop(name, None)
         item.update(codec.to_attributes(member))
         item[ENTITY] = MEMBER_ENTITY
-        item.setdefault(ORDER_COUNT, 0)
+        for counter in MEMBER_COUNTERS:
+            item.setdefault(counter, 0)
+        item.pop(GSI1.partition_key, None)
+        item.pop(GSI1.sort_key, None)
         if email_key:
             item[EMAIL_KEY] = email_key
+            item.update(keys.email_identity_listing(email_identity(email_key), member.user_id))
         item.update(keys.member_listing(member.user_id))
         return item
 
