@@ -115,16 +115,3 @@ class Messaging(Construct):
         if not nag_knows_it_is_a_dlq:
             ack.acknowledge(queue, "AwsSolutions-SQS3", "dlq-itself")
         return queue
-
-    def work_queues(self) -> tuple[WorkQueue, ...]:
-        return (self.payments, self.notifications)
-
-    def dead_letter_queues(self) -> tuple[sqs.Queue, ...]:
-        """Every queue whose depth means a message gave up: all of them raise an alarm."""
-        return (
-            self.payments.dead_letter,
-            self.notifications.dead_letter,
-            self.stream_failures,
-            self.async_failures,
-            self.scheduler_failures,
-        )

@@ -1,4 +1,5 @@
-"""SQLite repository of campaigns; budgets are read from the ledger's campaign accounts."""
+"""SQLite repository of campaigns; budgets are read from the ledger's campaign accounts (their
+running totals, kept by triggers on the ledger, see migration 0301)."""
 
 from __future__ import annotations
 
@@ -119,20 +120,12 @@ class SqliteCampaignRepository(CampaignRepository):
         return [_campaign(r) for r in rows]
 
     def drawn(self, campaign_id: str, user_id: str | None = None) -> int:
-        account = campaign_budget_account(campaign_id)
-        member_clause = "" if user_id is None else " AND member_id = ?"
-        params: tuple[str, ...] = (account,) if user_id is None else (account, user_id)
-        paid = self.conn.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM transfers "
-            f"WHERE debit_account = ? AND debit_account GLOB 'campaign:*'{member_clause}",
-            params,
-        ).fetchone()[0]
-        returned = self.conn.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM transfers "
-            f"WHERE credit_account = ? AND credit_account GLOB 'campaign:*'{member_clause}",
-            params,
-        ).fetchone()[0]
-        return int(paid) - int(returned)
+        # Running totals kept by triggers on the ledger (migration 0301): one row, not a history sum.
+        row = self.conn.execute(
+            "SELECT paid FROM campaign_account_totals WHERE account = ? AND member_id = ?",
+            (campaign_budget_account(campaign_id), user_id or ""),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def drawn_many(self, campaign_ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -142,31 +135,51 @@ class SqliteCampaignRepository(CampaignRepository):
                 found[campaign_id] = value
         return found
 
+    def _posted(self) -> dict[tuple[str, str], int]:
+        """Net points paid out of every campaign account, per member and in total, from the postings."""
+        posted: dict[tuple[str, str], int] = {}
+        for row in self.conn.execute(
+            "SELECT account, member_id, SUM(delta) FROM ("
+            " SELECT debit_account AS account, member_id, amount AS delta FROM transfers"
+            " WHERE debit_account GLOB 'campaign:*'"
+            " UNION ALL SELECT credit_account, member_id, -amount FROM transfers"
+            " WHERE credit_account GLOB 'campaign:*'"
+            ") GROUP BY account, member_id"
+        ):
+            account, member_id, paid = row[0], row[1], int(row[2])
+            posted[(account, member_id)] = paid
+            posted[(account, "")] = posted.get((account, ""), 0) + paid
+        return posted
+
     def check(self) -> list[str]:
         problems: list[str] = []
+        posted = self._posted()
+        totals = {
+            (r[0], r[1]): int(r[2])
+            for r in self.conn.execute("SELECT account, member_id, paid FROM campaign_account_totals")
+        }
+        for key in sorted(set(posted) | set(totals)):
+            if posted.get(key, 0) != totals.get(key, 0):
+                who = f" for member {key[1]}" if key[1] else ""
+                problems.append(
+                    f"account {key[0]}{who}: running total {totals.get(key, 0)} != sum of postings {posted.get(key, 0)}"
+                )
         for row in self.conn.execute("SELECT campaign_id FROM campaigns ORDER BY seq"):
             campaign = self.get(row["campaign_id"])
             if campaign is None:
                 continue
+            account = campaign.budget_account
             total, per_member = campaign.budget.total_points, campaign.budget.per_member_points
-            drawn = self.drawn(campaign.campaign_id)
-            if total is not None and drawn > total:
-                problems.append(f"campaign {campaign.campaign_id}: paid {drawn} points, over its budget of {total}")
+            paid = posted.get((account, ""), 0)
+            if total is not None and paid > total:
+                problems.append(f"campaign {campaign.campaign_id}: paid {paid} points, over its budget of {total}")
             if per_member is not None:
-                account = campaign.budget_account
-                for over in self.conn.execute(
-                    "SELECT member_id, SUM(delta) AS paid FROM ("
-                    " SELECT member_id, amount AS delta FROM transfers"
-                    " WHERE debit_account = ? AND debit_account GLOB 'campaign:*'"
-                    " UNION ALL SELECT member_id, -amount FROM transfers"
-                    " WHERE credit_account = ? AND credit_account GLOB 'campaign:*'"
-                    ") GROUP BY member_id HAVING SUM(delta) > ?",
-                    (account, account, per_member),
-                ):
-                    problems.append(
-                        f"campaign {campaign.campaign_id}: paid member {over['member_id']} "
-                        f"{over['paid']} points, over its per-member budget of {per_member}"
-                    )
+                for (acct, member_id), value in sorted(posted.items()):
+                    if acct == account and member_id and value > per_member:
+                        problems.append(
+                            f"campaign {campaign.campaign_id}: paid member {member_id} "
+                            f"{value} points, over its per-member budget of {per_member}"
+                        )
         return problems
 
     def list(self, limit: int, cursor: str | None) -> Page[Campaign]:
