@@ -81,10 +81,11 @@ def cfn_lint(template_path: Path) -> list[LintFinding]:
     return findings
 
 
-def checkov(template_path: Path) -> list[CheckovFailure]:
+def start_checkov(template_path: Path) -> subprocess.Popen[str]:
+    """Start checkov in the background (it takes seconds; other checks can run meanwhile)."""
     if not CHECKOV.exists():
         raise ToolMissing(f"{CHECKOV} is missing: run `make infra-tools`")
-    completed = subprocess.run(
+    return subprocess.Popen(
         [
             str(CHECKOV),
             "--file",
@@ -97,21 +98,28 @@ def checkov(template_path: Path) -> list[CheckovFailure]:
             "--compact",
             "--skip-download",
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
-        check=False,
     )
+
+
+def checkov_failures(process: subprocess.Popen[str]) -> list[CheckovFailure]:
+    stdout, stderr = process.communicate(timeout=600)
     # Exit code 1 means "some check failed"; anything else but 0 is checkov itself failing.
-    if completed.returncode not in (0, 1):
-        raise RuntimeError(f"checkov failed ({completed.returncode}): {completed.stderr[-2000:]}")
-    report: Any = json.loads(completed.stdout) if completed.stdout.strip() else {}
+    if process.returncode not in (0, 1):
+        raise RuntimeError(f"checkov failed ({process.returncode}): {stderr[-2000:]}")
+    report: Any = json.loads(stdout) if stdout.strip() else {}
     reports = report if isinstance(report, list) else [report]
     failures = []
     for entry in reports:
         for check in entry.get("results", {}).get("failed_checks", []):
             failures.append(CheckovFailure(check["check_id"], check["resource"], check.get("check_name", "")))
     return failures
+
+
+def checkov(template_path: Path) -> list[CheckovFailure]:
+    return checkov_failures(start_checkov(template_path))
 
 
 def checkov_skips(path: Path = CHECKOV_SKIPS) -> dict[str, CheckovSkip]:

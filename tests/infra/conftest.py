@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ if str(INFRA_DIR) not in sys.path:
     sys.path.insert(0, str(INFRA_DIR))
 
 from accrue_infra.synth import Synthesis, synthesize  # noqa: E402
-from accrue_infra.validators import ToolMissing  # noqa: E402
+from accrue_infra.validators import CheckovFailure, ToolMissing, checkov_failures, start_checkov  # noqa: E402
 
 # A suffix no default uses, so "every name carries the suffix" cannot pass by accident.
 ENV_SUFFIX = "citest"
@@ -30,12 +31,42 @@ def synthesis(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
 
 
 @pytest.fixture(scope="session")
+def checkov_results(synthesis: Synthesis) -> Iterator[Callable[[], list[CheckovFailure]]]:
+    """checkov starts as soon as the template exists and runs while the other checks do."""
+    try:
+        process = start_checkov(synthesis.template_path)
+    except ToolMissing as missing:
+        error = missing
+
+        def missing_tool() -> list[CheckovFailure]:
+            require_tool(error)
+            raise error
+
+        yield missing_tool
+        return
+    results: list[list[CheckovFailure]] = []
+
+    def collect() -> list[CheckovFailure]:
+        if not results:
+            results.append(checkov_failures(process))
+        return results[0]
+
+    yield collect
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
 def template(synthesis: Synthesis) -> dict[str, Any]:
     return synthesis.template
 
 
 @pytest.fixture(scope="session")
-def resources(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def resources(
+    template: dict[str, Any], checkov_results: Callable[[], list[CheckovFailure]]
+) -> dict[str, dict[str, Any]]:
+    # Requesting checkov_results here starts checkov with the first template test, not the last.
     found: dict[str, dict[str, Any]] = template["Resources"]
     return found
 
