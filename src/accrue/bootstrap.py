@@ -349,7 +349,7 @@ def _wire_payments(
     )
     worker = QueueWorker(
         queue,
-        payment_message_handler(runner),
+        payment_message_handler(runner, retry_failed_after_seconds=settings.payment_queue_visibility_seconds),
         name="payment-worker",
         threads=settings.payment_workers,
         poll_seconds=settings.payment_poll_seconds,

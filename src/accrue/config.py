@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     payment_max_amount: Decimal | None = Field(default=Decimal("1000000"), gt=0)
     # Batch uploads stream to disk; this is their own limit (JSON bodies keep max_body_bytes).
     payment_batch_max_bytes: int = Field(default=2 * 1024**3, gt=0)
-    payment_batch_chunk_rows: int = Field(default=5000, ge=1, le=100_000)
+    # Rows per transaction: larger is faster for big files, smaller holds the writer lock for less.
+    payment_batch_chunk_rows: int = Field(default=20_000, ge=1, le=100_000)
     spool_dir: Path = Path("var/spool")
     inbox_poll_seconds: float = Field(default=2.0, gt=0)
 

@@ -24,7 +24,7 @@ from accrue.domain.notification_channels import (
 )
 from accrue.domain.notifications import Notification
 from accrue.domain.orders import Order
-from accrue.domain.payments import BatchRowIssue, Payment, PaymentBatch, PaymentStatus
+from accrue.domain.payments import BatchRowIssue, Payment, PaymentBatch, PaymentRow, PaymentStatus
 from accrue.domain.payouts import PayoutLine, PayoutRun
 from accrue.domain.referrals import Referral, ReferrerSummary, RewardStatus
 from accrue.domain.webhooks import (
@@ -764,8 +764,16 @@ class PaymentRepository(abc.ABC):
         """Insert a new payment; a taken payment id raises Conflict."""
 
     @abc.abstractmethod
-    def add_many(self, payments: Sequence[Payment]) -> None:
-        """Bulk insert (batch files); the caller has excluded ids that already exist."""
+    def add_batch_rows(
+        self, rows: Sequence[PaymentRow], *, batch_id: str, now: datetime, workflow_step: str
+    ) -> dict[int, tuple[str | None, int | None]]:
+        """Insert the rows of a batch file as pending payments, in bulk. A row whose payment id is
+        already taken (stored before, or earlier in ``rows``) is skipped: the answer maps each
+        skipped row's line to the batch and line the existing payment came from."""
+
+    @abc.abstractmethod
+    def batch_rows(self, batch_id: str, first_line: int, last_line: int) -> list[PaymentRow]:
+        """The payments a batch created from the given lines, in line order (to check audit digests)."""
 
     @abc.abstractmethod
     def get(self, payment_id: str) -> Payment | None: ...
@@ -773,10 +781,6 @@ class PaymentRepository(abc.ABC):
     @abc.abstractmethod
     def save(self, payment: Payment) -> None:
         """Persist a changed payment, version-guarded (ConcurrencyConflict when it moved meanwhile)."""
-
-    @abc.abstractmethod
-    def origins(self, payment_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
-        """For the ids that exist: the batch and line each came from (None, None when not from a file)."""
 
     @abc.abstractmethod
     def list(

@@ -355,19 +355,23 @@ def payments_import(
 @audit_cli.command("verify")
 def audit_verify(db: DbOption = None) -> None:
     """Walk the hash chain from the first entry; report the first broken link (exit 1)."""
-    from accrue.domain.audit import verify
+    from accrue.service_layer.payments import verify_audit_log
 
     application = build(db=db)
     try:
-        report = application.bus.query(lambda uow: verify(uow.audit.iter_all()))
+        result = application.bus.query(verify_audit_log)
     finally:
         application.close()
+    report = result.chain
     if report.broken is not None:
         console.print(f"[red]audit log broken at entry {report.broken.seq}: {report.broken.problem}[/red]")
         print(
             f"audit log BROKEN at entry {report.broken.seq}: {report.broken.problem} "
             f"({report.checked} entries before it are intact)"
         )
+    for problem in result.changed_rows:
+        print(f"audit log BROKEN: {problem}")
+    if not result.ok:
         raise typer.Exit(1)
     print(f"audit log OK: {report.checked} entries, each linked to the one before; head {report.head_hash}")
 

@@ -24,26 +24,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from accrue.domain.audit import SYSTEM_ACTOR, AuditRecord
+from accrue.domain.audit import SYSTEM_ACTOR
 from accrue.domain.errors import InvalidInput, NotFound
-from accrue.domain.money import format_minor_units
 from accrue.domain.payment_workflow import PAYMENT_WORKFLOW
 from accrue.domain.payments import (
     CSV_FIELDS,
     BatchRowIssue,
     BatchStatus,
     CsvLayout,
-    Payment,
     PaymentBatch,
     PaymentBatchCompleted,
     PaymentRow,
-    PaymentStatus,
-    RowError,
     parse_header,
     parse_row,
+    rows_digest,
 )
 from accrue.ports import BlobStore, UnitOfWork
-from accrue.service_layer.payments import PAYMENTS_QUEUE, audit, require_members
+from accrue.service_layer.payments import MESSAGE_PAYMENTS, PAYMENTS_QUEUE, audit, queue_body, require_members
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +139,7 @@ class PaymentBatches:
         blobs: BlobStore,
         clock: Clock,
         *,
-        chunk_rows: int = 5000,
+        chunk_rows: int = 20_000,
     ) -> None:
         self.uow_factory = uow_factory
         self.blobs = blobs
@@ -267,36 +264,44 @@ class PaymentBatches:
         resume_at = batch.byte_offset
         line_no = 1  # the header
         chunk = _Chunk(end_offset=resume_at, end_line=batch.line_number)
+        rows, issues = chunk.rows, chunk.issues
+        chunk_rows = self.chunk_rows
+        pending = 0
+        last_end, last_line = resume_at, batch.line_number
         for raw, end in lines:
             line_no += 1
             if end <= resume_at:
                 continue  # done by an earlier, interrupted run
-            chunk.end_offset, chunk.end_line = end, line_no
             if raw is None:
-                chunk.issues.append(BatchRowIssue(line_no, "invalid", f"line is longer than {MAX_LINE_BYTES} bytes"))
+                issues.append(BatchRowIssue(line_no, "invalid", f"line is longer than {MAX_LINE_BYTES} bytes"))
             else:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    chunk.issues.append(BatchRowIssue(line_no, "invalid", "row is not valid UTF-8 text"))
+                    issues.append(BatchRowIssue(line_no, "invalid", "row is not valid UTF-8 text"))
                 else:
                     if text.endswith("\r"):
                         text = text[:-1]
-                    if not text.strip():
-                        continue  # blank lines are not rows
                     parsed = parse_row(layout, text, line_no)
                     if type(parsed) is PaymentRow:
-                        chunk.rows.append(parsed)
+                        rows.append(parsed)
+                    elif text.strip():
+                        issues.append(BatchRowIssue(line_no, "invalid", parsed[1]))
                     else:
-                        assert isinstance(parsed, RowError)
-                        chunk.issues.append(BatchRowIssue(parsed.line, "invalid", parsed.reason))
-            if len(chunk) >= self.chunk_rows:
+                        pending -= 1  # a blank line is not a row
+            pending += 1
+            last_end, last_line = end, line_no
+            if pending >= chunk_rows:
+                chunk.end_offset, chunk.end_line = last_end, last_line
                 batch = self._flush(batch, chunk, final=False)
                 chunk = _Chunk(end_offset=batch.byte_offset, end_line=batch.line_number)
+                rows, issues, pending = chunk.rows, chunk.issues, 0
                 if progress is not None:
                     progress(batch.byte_offset, batch.size_bytes)
                 if stop is not None and stop.is_set():
                     return batch
+        if last_line > chunk.end_line:
+            chunk.end_offset, chunk.end_line = last_end, last_line
         batch = self._flush(batch, chunk, final=True)
         if progress is not None:
             progress(batch.size_bytes, batch.size_bytes)
@@ -308,7 +313,9 @@ class PaymentBatches:
         with self.uow_factory() as uow:
             now = self.clock()
             issues = list(chunk.issues)
-            accepted = self._accept(uow, batch, chunk.rows, issues, now)
+            accepted_rows = self._accept(uow, batch, chunk.rows, issues, now)
+            accepted = len(accepted_rows)
+            digest = rows_digest(accepted_rows)
             issues.sort(key=lambda issue: issue.line)
             if issues:
                 uow.payment_batches.add_issues(batch.batch_id, issues)
@@ -332,6 +339,24 @@ class PaymentBatches:
                 duplicate_rows=batch.duplicate_rows + duplicates,
                 completed_at=now if final else None,
             )
+            if len(chunk):
+                audit(
+                    uow,
+                    batch.actor,
+                    "batch.rows_accepted",
+                    "batch",
+                    batch.batch_id,
+                    now,
+                    {
+                        "source": batch.source,
+                        "firstLine": batch.line_number + 1,
+                        "lastLine": chunk.end_line,
+                        "accepted": accepted,
+                        "rejected": rejected,
+                        "duplicates": duplicates,
+                        "rowsSha256": digest,
+                    },
+                )
             if final:
                 audit(
                     uow,
@@ -364,67 +389,40 @@ class PaymentBatches:
 
     def _accept(
         self, uow: UnitOfWork, batch: PaymentBatch, rows: list[PaymentRow], issues: list[BatchRowIssue], now: datetime
-    ) -> int:
-        """Insert the chunk's new payments; duplicates and unknown members become issues."""
+    ) -> list[PaymentRow]:
+        """Insert the chunk's new payments and their queue messages; duplicates and unknown members
+        become issues. Returns the rows that became payments (the chunk's audit entry vouches for
+        them with a SHA-256 over exactly these rows)."""
         if not rows:
-            return 0
-        stored = uow.payments.origins(list({row.payment_id for row in rows}))
-        unknown_users = require_members(uow, {r.user_id for r in rows if r.user_id is not None}, CSV_FIELDS)
-        first_line: dict[str, int] = {}
-        payments: list[Payment] = []
-        records: list[AuditRecord] = []
-        start = PAYMENT_WORKFLOW.start
-        batch_id, actor, source = batch.batch_id, batch.actor, batch.source
-        for row in rows:
-            pid = row.payment_id
-            origin = stored.get(pid)
-            if origin is not None:
-                where = f"line {origin[1]} of this file" if origin[0] == batch_id else "an earlier payment"
-                issues.append(BatchRowIssue(row.line, "duplicate", f"payment_id: {pid} already exists ({where})"))
-                continue
-            earlier = first_line.get(pid)
-            if earlier is not None:
-                issues.append(BatchRowIssue(row.line, "duplicate", f"payment_id: {pid} duplicates line {earlier}"))
-                continue
-            if row.user_id is not None and row.user_id in unknown_users:
-                issues.append(BatchRowIssue(row.line, "invalid", f"user_id: no member {row.user_id}"))
-                continue
-            first_line[pid] = row.line
-            payments.append(
-                Payment(
-                    payment_id=pid,
-                    amount_minor=row.amount_minor,
-                    currency=row.currency,
-                    status=PaymentStatus.PENDING,
-                    created_at=now,
-                    updated_at=now,
-                    user_id=row.user_id,
-                    batch_id=batch_id,
-                    batch_line=row.line,
-                    workflow_step=start,
+            return []
+        batch_id = batch.batch_id
+        if any(r.user_id is not None for r in rows):
+            unknown = require_members(uow, {r.user_id for r in rows if r.user_id is not None}, CSV_FIELDS)
+            if unknown:
+                issues.extend(
+                    BatchRowIssue(r.line, "invalid", f"user_id: no member {r.user_id}")
+                    for r in rows
+                    if r.user_id in unknown
                 )
-            )
-            records.append(
-                AuditRecord(
-                    actor,
-                    "payment.created",
-                    "payment",
-                    pid,
-                    now,
-                    {
-                        "source": source,
-                        "batchId": batch_id,
-                        "line": row.line,
-                        "amount": format_minor_units(row.amount_minor, row.currency),
-                        "currency": row.currency,
-                        "userId": row.user_id,
-                    },
-                )
-            )
-        uow.payments.add_many(payments)
-        uow.queues.send_batch(PAYMENTS_QUEUE, [{"paymentId": p.payment_id} for p in payments])
-        uow.audit.append(records)
-        return len(payments)
+                rows = [r for r in rows if r.user_id not in unknown]
+        skipped = uow.payments.add_batch_rows(rows, batch_id=batch_id, now=now, workflow_step=PAYMENT_WORKFLOW.start)
+        if skipped:
+            for row in rows:
+                origin = skipped.get(row.line)
+                if origin is None:
+                    continue
+                if origin[0] == batch_id and origin[1] is not None and origin[1] < row.line:
+                    reason = f"payment_id: {row.payment_id} duplicates line {origin[1]}"
+                else:
+                    reason = f"payment_id: {row.payment_id} already exists"
+                issues.append(BatchRowIssue(row.line, "duplicate", reason))
+            rows = [r for r in rows if r.line not in skipped]
+        ids = [r.payment_id for r in rows]
+        uow.queues.send_batch(
+            PAYMENTS_QUEUE,
+            [queue_body(ids[start : start + MESSAGE_PAYMENTS]) for start in range(0, len(ids), MESSAGE_PAYMENTS)],
+        )
+        return rows
 
     def _fail(self, batch: PaymentBatch, error: str) -> PaymentBatch:
         with self.uow_factory() as uow:

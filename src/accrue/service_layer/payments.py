@@ -6,12 +6,12 @@ is never stored without the message that will drive it through the workflow, nor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from accrue.domain.audit import SYSTEM_ACTOR, AuditEntry, AuditRecord
+from accrue.domain.audit import SYSTEM_ACTOR, AuditEntry, AuditRecord, ChainReport, verify
 from accrue.domain.commands import Command
 from accrue.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from accrue.domain.money import require_positive
@@ -25,6 +25,7 @@ from accrue.domain.payments import (
     Payment,
     PaymentBatch,
     PaymentStatus,
+    rows_digest,
     validate_new_payment,
 )
 from accrue.ports import Page, PaymentGateway, Queue, UnitOfWork
@@ -36,12 +37,26 @@ if TYPE_CHECKING:  # these modules import this one
 
 Clock = Callable[[], datetime]
 
-# The queue that drives payments through the workflow; each message body is {"paymentId": ...}.
+# The queue that drives payments through the workflow. A message body is {"paymentIds": [...]}:
+# one id for a payment made through the API, up to MESSAGE_PAYMENTS for the rows of a batch file
+# (one message per row would triple the rows a file writes). A message only says "move these
+# payments on"; where each one is lives in its row.
 PAYMENTS_QUEUE = "payments"
+MESSAGE_PAYMENTS = 100
 
 
-def queue_body(payment_id: str) -> dict[str, str]:
-    return {"paymentId": payment_id}
+def queue_body(payment_ids: Sequence[str]) -> dict[str, list[str]]:
+    return {"paymentIds": list(payment_ids)}
+
+
+def payment_ids_of(body: Mapping[str, Any]) -> list[str]:
+    """The payment ids a message names (``paymentIds``; a lone ``paymentId`` is accepted too)."""
+    ids = body.get("paymentIds")
+    if ids is None and isinstance(body.get("paymentId"), str):
+        ids = [body["paymentId"]]
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise ValueError("a payments message needs paymentIds: a non-empty list of ids")
+    return ids
 
 
 def audit(
@@ -112,7 +127,7 @@ def create_payment(cmd: CreatePayment, uow: UnitOfWork, clock: Clock) -> Payment
     now = clock()
     payment = new_payment(new, now)
     uow.payments.add(payment)
-    uow.queues.send_batch(PAYMENTS_QUEUE, [queue_body(payment.payment_id)])
+    uow.queues.send_batch(PAYMENTS_QUEUE, [queue_body([payment.payment_id])])
     audit(
         uow,
         cmd.actor,
@@ -158,8 +173,68 @@ def list_payments(
 
 
 def payment_audit(uow: UnitOfWork, payment_id: str, limit: int, cursor: str | None) -> Page[AuditEntry]:
-    get_payment(uow, payment_id)
-    return uow.audit.for_subject("payment", payment_id, limit, cursor)
+    """The payment's entries, oldest first; a payment from a file starts with the entry of the
+    file chunk that created it (one entry vouches for all the rows of a chunk)."""
+    payment = get_payment(uow, payment_id)
+    page = uow.audit.for_subject("payment", payment_id, limit, cursor)
+    if cursor is None and payment.batch_id is not None and payment.batch_line is not None:
+        created = batch_entry_covering(uow, payment.batch_id, payment.batch_line)
+        if created is not None:
+            return Page([created, *page.items], page.next_cursor)
+    return page
+
+
+BATCH_ROWS_ACTION = "batch.rows_accepted"
+
+
+def batch_entry_covering(uow: UnitOfWork, batch_id: str, line: int) -> AuditEntry | None:
+    cursor: str | None = None
+    while True:
+        page = uow.audit.for_subject("batch", batch_id, 500, cursor)
+        for entry in page.items:
+            if entry.action == BATCH_ROWS_ACTION:
+                details = entry.details_dict()
+                if details["firstLine"] <= line <= details["lastLine"]:
+                    return entry
+        if page.next_cursor is None:
+            return None
+        cursor = page.next_cursor
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    chain: ChainReport
+    # Chunks of batch files whose payments no longer match the digest their audit entry vouches for.
+    changed_rows: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.changed_rows
+
+
+def verify_audit_log(uow: UnitOfWork) -> AuditVerification:
+    """Walk the hash chain, then check that the payments each batch chunk created still hash to the
+    digest in its entry (a payment row edited after ingestion shows up here)."""
+    chunks: list[tuple[int, str, dict[str, Any]]] = []
+
+    def entries() -> Iterator[AuditEntry]:
+        for entry in uow.audit.iter_all():
+            if entry.action == BATCH_ROWS_ACTION:
+                chunks.append((entry.seq, entry.subject_id, entry.details_dict()))
+            yield entry
+
+    chain = verify(entries())
+    changed: list[str] = []
+    for seq, batch_id, details in chunks:
+        if chain.broken is not None and seq >= chain.broken.seq:
+            break
+        rows = uow.payments.batch_rows(batch_id, int(details["firstLine"]), int(details["lastLine"]))
+        if rows_digest(rows) != details.get("rowsSha256"):
+            changed.append(
+                f"entry {seq}: the payments batch {batch_id[:12]}... created from lines "
+                f"{details['firstLine']}-{details['lastLine']} no longer match the digest it recorded"
+            )
+    return AuditVerification(chain, changed)
 
 
 @dataclass(frozen=True, slots=True)

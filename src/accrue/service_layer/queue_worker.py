@@ -1,25 +1,34 @@
 """Background consumers of a queue (started by ``accrue serve``), and the queue's dead letters.
 
-A handler returns ``None`` when the message is done, or ``RunLater`` to be woken again after a
-delay. A delayed wake-up is sent as a *new* message and the current one deleted, so waiting out a
-workflow retry interval does not use up the receive count: the receive count - and with it the
-dead-letter queue - only measures deliveries that failed with an exception.
+A handler returns the follow-up messages to send (none when the message is simply done). A delayed
+wake-up - a workflow retry interval - is a *new* message and the current one is deleted, so waiting
+does not use up the receive count: the receive count, and with it the dead-letter queue, only
+measures deliveries that failed with an exception.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from accrue.ports import Queue, QueueMessage
 from accrue.service_layer.dead_letters import DeadLetterView
 from accrue.service_layer.payment_workflow_runner import PaymentWorkflowRunner, RunLater
+from accrue.service_layer.payments import payment_ids_of, queue_body
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[QueueMessage], RunLater | None]
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    body: Mapping[str, Any]
+    delay_seconds: float = 0.0
+
+
+Handler = Callable[[QueueMessage], Sequence[FollowUp]]
 
 
 class QueueWorker:
@@ -69,8 +78,8 @@ class QueueWorker:
             )
             self.queue.change_visibility(message.receipt_handle, self.visibility_timeout_seconds, error=error)
             return False
-        if isinstance(result, RunLater):
-            self.queue.send(message.body, delay_seconds=result.delay_seconds)
+        for follow_up in result:
+            self.queue.send(follow_up.body, delay_seconds=follow_up.delay_seconds)
         return True
 
     def drain(self, *, max_rounds: int = 100_000, until_idle_seconds: float = 0.0) -> None:
@@ -117,13 +126,32 @@ class QueueWorker:
                 self._stop.wait(self.poll_seconds)
 
 
-def payment_message_handler(runner: PaymentWorkflowRunner) -> Handler:
-    def handle(message: QueueMessage) -> RunLater | None:
-        payment_id = message.body.get("paymentId")
-        if not isinstance(payment_id, str) or not payment_id:
-            raise ValueError(f"message {message.message_id} has no paymentId")
-        outcome = runner.run(payment_id)
-        return outcome if isinstance(outcome, RunLater) else None
+def payment_message_handler(runner: PaymentWorkflowRunner, *, retry_failed_after_seconds: float = 60.0) -> Handler:
+    """Move each payment a message names as far as it can go now.
+
+    A payment that must wait is woken later by a message of its own. In a message naming several
+    payments, one that raises is split off into a message of its own (sent after
+    ``retry_failed_after_seconds``) so the others are not held back; a single-payment message
+    that raises is left to the queue: delivered again, then dead-lettered after maxReceiveCount.
+    """
+
+    def handle(message: QueueMessage) -> Sequence[FollowUp]:
+        ids = payment_ids_of(message.body)
+        follow_ups: list[FollowUp] = []
+        for payment_id in ids:
+            try:
+                outcome = runner.run(payment_id)
+            except Exception as exc:
+                if len(ids) == 1:
+                    raise
+                log.warning(
+                    "payment %s failed inside a message of %d; retried on its own: %s", payment_id, len(ids), exc
+                )
+                follow_ups.append(FollowUp(queue_body([payment_id]), retry_failed_after_seconds))
+                continue
+            if isinstance(outcome, RunLater):
+                follow_ups.append(FollowUp(queue_body([payment_id]), outcome.delay_seconds))
+        return follow_ups
 
     return handle
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from accrue.adapters.sqlite.codec import decode_cursor, encode_cursor, iso, parse_iso
 from accrue.domain.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
 from accrue.domain.errors import ConcurrencyConflict, Conflict, InvalidInput
-from accrue.domain.payments import BatchRowIssue, BatchStatus, Payment, PaymentBatch, PaymentStatus
+from accrue.domain.payments import BatchRowIssue, BatchStatus, Payment, PaymentBatch, PaymentRow, PaymentStatus
 from accrue.ports import AuditLogRepository, Page, PaymentBatchRepository, PaymentRepository
 
 # SQLite's default limit on bound parameters is 32 766; stay well below it.
@@ -32,33 +32,19 @@ def _cursor(cursor: str | None, default: int) -> int:
     return seq if seq is not None else default
 
 
-PAYMENT_COLUMNS = (
+_WRITTEN_COLUMNS = (
     "payment_id, amount_minor, currency, user_id, status, attempts, failure_reason, last_error, "
-    "gateway_reference, points_earned, batch_id, batch_line, workflow_step, step_attempts, next_attempt_at, "
+    "gateway_reference, points_earned, batch_line, workflow_step, step_attempts, next_attempt_at, "
     "lease_until, version, created_at, updated_at"
 )
-_PAYMENT_INSERT = f"INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ({','.join('?' * 19)})"
+# Rows keep the small key of their batch; reads give back the batch id (the file's SHA-256).
+PAYMENT_COLUMNS = (
+    f"seq, {_WRITTEN_COLUMNS}, (SELECT b.batch_id FROM payment_batches b WHERE b.seq = payments.batch_ref) AS batch_id"
+)
+_PAYMENT_INSERT = f"INSERT INTO payments ({_WRITTEN_COLUMNS}) VALUES ({','.join('?' * 18)})"
 
 
-def _cached_iso() -> Callable[[datetime], str]:
-    """``iso`` remembering its last answer: rows written together share one timestamp."""
-    last: list[tuple[datetime, str] | None] = [None]
-
-    def convert(moment: datetime) -> str:
-        hit = last[0]
-        if hit is not None and hit[0] is moment:
-            return hit[1]
-        text = iso(moment)
-        last[0] = (moment, text)
-        return text
-
-    return convert
-
-
-_iso_cache = _cached_iso()
-
-
-def payment_row(p: Payment, to_text: Callable[[datetime], str] = iso) -> tuple[object, ...]:
+def payment_row(p: Payment) -> tuple[object, ...]:
     return (
         p.payment_id,
         p.amount_minor,
@@ -70,15 +56,14 @@ def payment_row(p: Payment, to_text: Callable[[datetime], str] = iso) -> tuple[o
         p.last_error,
         p.gateway_reference,
         p.points_earned,
-        p.batch_id,
         p.batch_line,
         p.workflow_step,
         p.step_attempts,
         _epoch(p.next_attempt_at),
         _epoch(p.lease_until),
         p.version,
-        to_text(p.created_at),
-        to_text(p.updated_at),
+        iso(p.created_at),
+        iso(p.updated_at),
     )
 
 
@@ -111,6 +96,8 @@ class SqlitePaymentRepository(PaymentRepository):
         self.conn = conn
 
     def add(self, payment: Payment) -> None:
+        if payment.batch_id is not None:
+            raise ValueError("payments from a batch file are added with add_batch_rows")
         try:
             self.conn.execute(_PAYMENT_INSERT, payment_row(payment))
         except sqlite3.IntegrityError:
@@ -118,12 +105,62 @@ class SqlitePaymentRepository(PaymentRepository):
                 f"a payment with paymentId {payment.payment_id} already exists", details={"field": "paymentId"}
             ) from None
 
-    def add_many(self, payments: Sequence[Payment]) -> None:
-        self.conn.executemany(_PAYMENT_INSERT, [payment_row(p, _iso_cache) for p in payments])
+    def _batch_ref(self, batch_id: str) -> int:
+        row = self.conn.execute("SELECT seq FROM payment_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no batch {batch_id}")
+        return int(row[0])
+
+    def add_batch_rows(
+        self, rows: Sequence[PaymentRow], *, batch_id: str, now: datetime, workflow_step: str
+    ) -> dict[int, tuple[str | None, int | None]]:
+        ref, at = self._batch_ref(batch_id), iso(now)
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT INTO payments (payment_id, amount_minor, currency, user_id, status, batch_ref, batch_line, "
+            "workflow_step, created_at, updated_at) VALUES (?,?,?,?,'pending',?,?,?,?,?) "
+            "ON CONFLICT (payment_id) DO NOTHING",
+            [
+                (payment_id, minor, currency, user_id, ref, line, workflow_step, at, at)
+                for line, payment_id, minor, currency, user_id in rows
+            ],
+        )
+        if self.conn.total_changes - before == len(rows):
+            return {}  # the common case: every row was new, no lookup needed
+        # Some ids were taken: each row that is not the stored payment's own row was skipped.
+        stored = self._origins([r.payment_id for r in rows])
+        return {
+            r.line: origin
+            for r in rows
+            if (origin := stored.get(r.payment_id)) is not None and origin != (batch_id, r.line)
+        }
+
+    def _origins(self, payment_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
+        found: dict[str, tuple[str | None, int | None]] = {}
+        unique = sorted(set(payment_ids))
+        for start in range(0, len(unique), _IN_CHUNK):
+            part = unique[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(
+                "SELECT p.payment_id, b.batch_id, p.batch_line FROM payments p "
+                f"LEFT JOIN payment_batches b ON b.seq = p.batch_ref WHERE p.payment_id IN ({marks})",
+                part,
+            ):
+                found[row[0]] = (row[1], row[2])
+        return found
+
+    def batch_rows(self, batch_id: str, first_line: int, last_line: int) -> list[PaymentRow]:
+        rows = self.conn.execute(
+            "SELECT batch_line, payment_id, amount_minor, currency, user_id FROM payments "
+            "WHERE batch_ref = (SELECT seq FROM payment_batches WHERE batch_id = ?) "
+            "AND batch_line BETWEEN ? AND ? ORDER BY batch_line",
+            (batch_id, first_line, last_line),
+        ).fetchall()
+        return [PaymentRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def get(self, payment_id: str) -> Payment | None:
         row = self.conn.execute(
-            f"SELECT seq, {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?", (payment_id,)
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?", (payment_id,)
         ).fetchone()
         return _payment(row) if row else None
 
@@ -152,17 +189,6 @@ class SqlitePaymentRepository(PaymentRepository):
             raise ConcurrencyConflict(f"payment {payment.payment_id} changed concurrently; retry")
         payment.version += 1
 
-    def origins(self, payment_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
-        found: dict[str, tuple[str | None, int | None]] = {}
-        for start in range(0, len(payment_ids), _IN_CHUNK):
-            part = payment_ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            for row in self.conn.execute(
-                f"SELECT payment_id, batch_id, batch_line FROM payments WHERE payment_id IN ({marks})", part
-            ):
-                found[row[0]] = (row[1], row[2])
-        return found
-
     def list(
         self,
         status: PaymentStatus | None,
@@ -183,7 +209,7 @@ class SqlitePaymentRepository(PaymentRepository):
             clauses.append("created_at < ?")
             params.append(iso(created_to))
         rows = self.conn.execute(
-            f"SELECT seq, {PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?",
+            f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?",
             (*params, limit + 1),
         ).fetchall()
         next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
@@ -194,7 +220,9 @@ class SqlitePaymentRepository(PaymentRepository):
             rows = self.conn.execute("SELECT status, COUNT(*) FROM payments GROUP BY status").fetchall()
         else:
             rows = self.conn.execute(
-                "SELECT status, COUNT(*) FROM payments WHERE batch_id = ? GROUP BY status", (batch_id,)
+                "SELECT status, COUNT(*) FROM payments "
+                "WHERE batch_ref = (SELECT seq FROM payment_batches WHERE batch_id = ?) GROUP BY status",
+                (batch_id,),
             ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
 

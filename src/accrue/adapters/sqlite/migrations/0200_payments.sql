@@ -13,7 +13,7 @@ CREATE TABLE payments (
     last_error        TEXT,
     gateway_reference TEXT,
     points_earned     INTEGER NOT NULL DEFAULT 0,
-    batch_id          TEXT,
+    batch_ref         INTEGER,                 -- payment_batches.seq (a small key: millions of rows)
     batch_line        INTEGER,
     workflow_step     TEXT,                    -- next step to run; NULL once the workflow ended
     step_attempts     INTEGER NOT NULL DEFAULT 0,
@@ -25,10 +25,12 @@ CREATE TABLE payments (
 );
 CREATE INDEX payments_by_status ON payments (status, seq);
 CREATE INDEX payments_by_created ON payments (created_at);
+CREATE INDEX payments_by_batch ON payments (batch_ref, batch_line) WHERE batch_ref IS NOT NULL;
 
 -- One row per uploaded file; the id is the file's SHA-256, so a re-upload finds its batch.
 CREATE TABLE payment_batches (
-    batch_id       TEXT PRIMARY KEY,
+    seq            INTEGER PRIMARY KEY,
+    batch_id       TEXT NOT NULL UNIQUE,
     status         TEXT NOT NULL CHECK (status IN ('processing', 'completed', 'failed')),
     source         TEXT NOT NULL,
     file_name      TEXT,
