@@ -101,8 +101,9 @@ def gateway_schema(schema: dict[str, Any], components: dict[str, Any], _seen: fr
 
     ``$ref`` is inlined (API Gateway references are full model URLs), ``const`` becomes ``enum``,
     numeric ``exclusiveMinimum``/``exclusiveMaximum`` become draft 4's boolean form, ``oneOf``
-    becomes ``anyOf`` (never stricter than the application), and formats and patterns are dropped:
-    the application validates those with its own rules and messages.
+    becomes ``anyOf``, camelCase properties are also accepted in snake_case, and formats and
+    patterns are dropped: never stricter than the application, which validates those with its own
+    rules and messages.
     """
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
@@ -126,7 +127,34 @@ def gateway_schema(schema: dict[str, Any], components: dict[str, Any], _seen: fr
             converted[key] = gateway_schema(value, components, _seen)
         else:
             converted[key] = value
+    if "properties" in converted:
+        _accept_snake_case(converted)
     return converted
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _accept_snake_case(schema: dict[str, Any]) -> None:
+    """The application reads camelCase or snake_case (``ApiModel``); so does the gateway's model.
+
+    Each camelCase property also exists under its snake_case name, and a required property is
+    satisfied by either spelling (draft 4: ``anyOf`` of two ``required``).
+    """
+    properties: dict[str, Any] = schema["properties"]
+    aliases = {name: _snake(name) for name in list(properties) if _snake(name) != name}
+    for name, snake in aliases.items():
+        properties.setdefault(snake, properties[name])
+    required = schema.pop("required", None)
+    if not required:
+        return
+    plain = [name for name in required if name not in aliases]
+    either = [{"anyOf": [{"required": [name]}, {"required": [aliases[name]]}]} for name in required if name in aliases]
+    if plain:
+        schema["required"] = plain
+    if either:
+        schema["allOf"] = [*schema.get("allOf", []), *either]
 
 
 def _body(

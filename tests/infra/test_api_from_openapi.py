@@ -85,6 +85,25 @@ def test_schemas_become_draft_4_and_never_stricter_than_the_application() -> Non
     }
 
 
+def test_camel_case_properties_are_also_accepted_in_snake_case_as_the_application_does() -> None:
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"userId": {"type": "string"}, "email": {"type": "string"}},
+        "required": ["userId", "email"],
+    }
+
+    converted = gateway_schema(schema, {})
+
+    assert converted == {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"userId": {"type": "string"}, "email": {"type": "string"}, "user_id": {"type": "string"}},
+        "required": ["email"],
+        "allOf": [{"anyOf": [{"required": ["userId"]}, {"required": ["user_id"]}]}],
+    }
+
+
 def test_a_recursive_schema_stops_validating_below_the_recursion() -> None:
     components = {"Node": {"type": "object", "properties": {"child": {"$ref": "#/components/schemas/Node"}}}}
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
+from jsonschema import Draft4Validator
 
 from accrue.adapters.aws import table as table_design
 from accrue.domain.payment_workflow import PAYMENT_WORKFLOW
@@ -480,15 +481,40 @@ def test_post_bodies_are_validated_against_models_and_parameters_are_checked(res
         assert model["Schema"]["type"] == "object"
 
 
-def test_the_transaction_model_requires_the_seed_fields(resources: Resources) -> None:
-    schemas = {
+@pytest.fixture(scope="module")
+def model_schemas(resources: Resources) -> dict[str, dict[str, Any]]:
+    return {
         m["Properties"]["Name"]: m["Properties"]["Schema"]
         for m in of_type(resources, "AWS::ApiGateway::Model").values()
     }
 
-    transaction = schemas["TransactionRequest"]
-    assert set(transaction["required"]) == {"memberId", "transactionAmount", "transactionType"}
-    assert "pattern" not in json.dumps(transaction)
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ({"memberId": "m-1", "transactionAmount": "12000.00", "transactionType": "purchase"}, True),
+        ({"memberId": "m-1", "transactionAmount": 12.5, "transactionType": "bonus", "email": None}, True),
+        # The application also reads snake_case (seed 000 clients): the gateway must not refuse it.
+        ({"member_id": "m-1", "transaction_amount": "10", "transaction_type": "purchase"}, True),
+        ({"transactionAmount": "10", "transactionType": "purchase"}, False),
+        ({"memberId": "m-1", "transactionAmount": -5, "transactionType": "purchase"}, False),
+        ({"memberId": "m-1", "transactionAmount": "1", "transactionType": "purchase", "points": 9}, False),
+        ({"memberId": 7, "transactionAmount": "1", "transactionType": "purchase"}, False),
+    ],
+)
+def test_the_transaction_model_checks_bodies_as_the_application_does(
+    model_schemas: dict[str, dict[str, Any]], body: dict[str, Any], accepted: bool
+) -> None:
+    validator = Draft4Validator(model_schemas["TransactionRequest"])
+
+    assert validator.is_valid(body) is accepted, list(validator.iter_errors(body))
+
+
+def test_every_model_is_a_valid_draft_4_schema_without_patterns(model_schemas: dict[str, dict[str, Any]]) -> None:
+    assert model_schemas
+    for name, schema in model_schemas.items():
+        Draft4Validator.check_schema(schema)
+        assert '"pattern"' not in json.dumps(schema), name
 
 
 def test_gateway_errors_use_the_application_error_envelope(resources: Resources) -> None:
