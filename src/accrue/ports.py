@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from accrue.domain.campaigns import Campaign, Occasion
 from accrue.domain.audit import AuditEntry, AuditRecord
+from accrue.domain.campaigns import Campaign, Occasion
 from accrue.domain.events import Event
 from accrue.domain.gdpr import ErasureSubject
 from accrue.domain.ledger import Transfer
@@ -69,6 +69,11 @@ class MemberRepository(abc.ABC):
     @abc.abstractmethod
     def save(self, member: Member) -> None:
         """Persist changed fields and append the member's new transfers (version-guarded)."""
+
+    def save_all(self, members: Sequence[Member]) -> None:
+        """``save`` each; stores that can write many rows in one statement override it."""
+        for member in members:
+            self.save(member)
 
     @abc.abstractmethod
     def iter_ids(self, batch_size: int = 500) -> Iterator[str]: ...
@@ -130,6 +135,11 @@ class ImportRepository(abc.ABC):
     @abc.abstractmethod
     def finish(self, file_sha256: str, now: datetime) -> None: ...
 
+    def lines_done(self, file_sha256: str) -> int | None:
+        """The last line recorded as done, read in the caller's transaction; None when this store
+        cannot tell cheaply (callers then check every row against the ledger)."""
+        return None
+
 
 class ReferralRepository(abc.ABC):
     """Referrals and the referrer counters that live on every member from enrolment."""
@@ -188,8 +198,8 @@ class PayoutRepository(abc.ABC):
 
     @abc.abstractmethod
     def assign_chunk(self, run_id: str, cutoff: datetime, limit: int) -> int:
-        """Claim up to ``limit`` unclaimed pending rewards created before ``cutoff``; 0 once the run's
-        set is frozen (phase past assigning) or nothing is left."""
+        """Claim up to ``limit`` unclaimed pending rewards created before ``cutoff`` and add them to the
+        run's per-referrer lines, atomically; 0 once the run's set is frozen or nothing is left."""
 
     @abc.abstractmethod
     def finish_assigning(self, run_id: str, now: datetime) -> None:
@@ -197,7 +207,7 @@ class PayoutRepository(abc.ABC):
 
     @abc.abstractmethod
     def iter_lines(self, run_id: str) -> Iterator[PayoutLine]:
-        """The run's rewards grouped by referrer, streamed in referrer order (never all in memory)."""
+        """The run's totals per referrer, streamed in referrer order (never all in memory)."""
 
     @abc.abstractmethod
     def record_report(
@@ -281,18 +291,19 @@ class UnitOfWork(abc.ABC):
     payment_batches: PaymentBatchRepository
     audit: AuditLogRepository
     queues: QueueWriter
+    campaigns: CampaignRepository
+    personal_data: PersonalDataRepository
     webhook_events: WebhookEventRepository
     webhook_endpoints: WebhookEndpointRepository
     webhook_deliveries: WebhookDeliveryRepository
     notification_preferences: PreferenceRepository
     notification_sends: NotificationSendRepository
-    campaigns: CampaignRepository
-    personal_data: PersonalDataRepository
     referrals: ReferralRepository
     payouts: PayoutRepository
 
     def __init__(self) -> None:
         self._seen: list[Member] = []
+        self._seen_ids: set[int] = set()  # tracking is O(1): bulk imports track 1 000s of members
         self._extra_events: list[Event] = []
 
     def __enter__(self) -> UnitOfWork:
@@ -302,7 +313,8 @@ class UnitOfWork(abc.ABC):
         self.rollback()
 
     def track(self, member: Member) -> Member:
-        if member not in self._seen:
+        if id(member) not in self._seen_ids:
+            self._seen_ids.add(id(member))
             self._seen.append(member)
         return member
 
@@ -319,8 +331,7 @@ class UnitOfWork(abc.ABC):
 
     def commit(self) -> None:
         # Tracking a member means "I changed it": every tracked member is saved (version-guarded).
-        for member in self._seen:
-            self.members.save(member)
+        self.members.save_all(self._seen)
         self._commit(self.pending_events())
         for member in self._seen:
             member.events.clear()

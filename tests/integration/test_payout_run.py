@@ -177,6 +177,22 @@ def test_a_failed_run_is_recorded_and_the_next_attempt_finishes_it(
     assert lines[1:] == ["alice,40.00,4,Processed", "bob,40.00,4,Processed", "carol,40.00,4,Processed"]
 
 
+def test_the_reported_lines_equal_a_direct_sum_of_the_rewards_the_run_paid(app: Application, clock: Clock) -> None:
+    for name, count in (("dora", 12), ("abe", 3), ("cy", 27)):
+        sign_up_many(app, clock, enrol_referrer(app, name), name, count)
+    clock.now = datetime(2026, 4, 1, 2, 0, tzinfo=UTC)
+    run = pay(app, clock, "2026-03", chunk_size=7)
+    direct = connection(app).execute(
+        "SELECT referrer_id, SUM(reward_cents), COUNT(*) FROM referrals WHERE payout_run_id = ? AND status = 'paid' "
+        "GROUP BY referrer_id ORDER BY referrer_id",
+        (run.run_id,),
+    )
+    expected = [f"{who},{cents // 100}.{cents % 100:02d},{count},Processed" for who, cents, count in direct]
+    assert app.blobs is not None
+    assert app.blobs.get(run.report_key or "").decode().splitlines()[1:] == expected
+    assert (run.referrers, run.rewards) == (3, 42)
+
+
 def test_two_runs_of_one_month_at_once_pay_each_reward_once(app: Application, clock: Clock) -> None:
     for name in ("alice", "bob"):
         sign_up_many(app, clock, enrol_referrer(app, name), name, 26)

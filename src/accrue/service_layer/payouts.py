@@ -4,9 +4,10 @@ The run works in phases, each recorded on the run so a later attempt continues w
 one stopped:
 
 1. assigning - claim the month's pending rewards for the run, in chunks (each reward can belong to
-   one run only); when nothing is left to claim the run's set of rewards is frozen.
-2. reporting - stream the frozen set, grouped by referrer in SQL, into the CSV report under a
-   deterministic key (a re-run overwrites it: one report per month, always the same content).
+   one run only), adding each chunk's per-referrer sums (SQL GROUP BY) to the run's lines in the
+   same transaction; when nothing is left to claim the run's set of rewards is frozen.
+2. reporting - stream the run's lines (one per referrer) into the CSV report under a deterministic
+   key (a re-run overwrites it: one report per month, always the same content).
 3. marking - mark the run's rewards paid, in chunks (``pending -> paid`` only: never twice).
 4. recording - record the run completed and emit ``PayoutCompleted`` in one transaction.
 

@@ -236,15 +236,34 @@ class SqlitePayoutRepository(PayoutRepository):
         next_cursor = encode_cursor(last.year * 100 + last.month) if last and len(rows) > limit else None
         return Page(runs, next_cursor)
 
+    def _release_cache(self) -> None:
+        # A run walks every reward once: cached pages of earlier chunks are never read again, and the
+        # connection's page cache (tens of MiB) would fill with them. Dropping the clean pages between
+        # chunks keeps the run's memory flat whatever the number of rewards.
+        self.conn.execute("PRAGMA shrink_memory")
+
     def assign_chunk(self, run_id: str, cutoff: datetime, limit: int) -> int:
-        # Only while the run is still assigning: once its set is frozen (the report may be written
-        # from it), no reward may join, whichever process is running the month.
+        self._release_cache()
+        # The oldest unclaimed rewards, while the run is still assigning: once its set is frozen (the
+        # report may be written from it) no reward may join, whichever process runs the month.
+        # Evaluated twice in this transaction (writers are serialised), it names the same rewards.
+        chunk = (
+            "SELECT seq FROM referrals INDEXED BY referrals_unclaimed"
+            " WHERE status = 'pending' AND payout_run_id IS NULL AND created_at < ?2"
+            " ORDER BY created_at LIMIT ?3"
+        )
+        assigning = "EXISTS (SELECT 1 FROM payout_runs WHERE run_id = ?1 AND phase = 'assigning')"
+        params = (run_id, iso(cutoff), limit)
+        self.conn.execute(
+            "INSERT INTO payout_lines (run_id, referrer_id, total_cents, rewards)"
+            f" SELECT ?1, referrer_id, SUM(reward_cents), COUNT(*) FROM referrals WHERE seq IN ({chunk})"
+            f" AND {assigning} GROUP BY referrer_id"
+            " ON CONFLICT (run_id, referrer_id) DO UPDATE SET"
+            " total_cents = total_cents + excluded.total_cents, rewards = rewards + excluded.rewards",
+            params,
+        )
         cur = self.conn.execute(
-            "UPDATE referrals SET payout_run_id = ?1 WHERE seq IN ("
-            "  SELECT seq FROM referrals WHERE status = 'pending' AND payout_run_id IS NULL AND created_at < ?2"
-            "  ORDER BY created_at LIMIT ?3)"
-            " AND EXISTS (SELECT 1 FROM payout_runs WHERE run_id = ?1 AND phase = 'assigning')",
-            (run_id, iso(cutoff), limit),
+            f"UPDATE referrals SET payout_run_id = ?1 WHERE seq IN ({chunk}) AND {assigning}", params
         )
         return cur.rowcount
 
@@ -255,16 +274,16 @@ class SqlitePayoutRepository(PayoutRepository):
         )
 
     def iter_lines(self, run_id: str) -> Iterator[PayoutLine]:
-        # Served by the covering index referrals_by_run in referrer order: SQLite aggregates one group
-        # at a time and the cursor hands rows over as they are produced.
+        # One row per referrer, in primary-key order: streamed as SQLite produces them.
         cursor = self.conn.execute(
-            "SELECT referrer_id, SUM(reward_cents), COUNT(*) FROM referrals INDEXED BY referrals_by_run "
-            "WHERE payout_run_id = ? GROUP BY referrer_id ORDER BY referrer_id",
+            "SELECT referrer_id, total_cents, rewards FROM payout_lines WHERE run_id = ? ORDER BY referrer_id",
             (run_id,),
         )
         try:
-            for referrer_id, total, count in cursor:
+            for n, (referrer_id, total, count) in enumerate(cursor, 1):
                 yield PayoutLine(referrer_id, int(total), int(count))
+                if n % 2000 == 0:
+                    self._release_cache()
         finally:
             cursor.close()
 
@@ -285,6 +304,7 @@ class SqlitePayoutRepository(PayoutRepository):
         )
 
     def mark_paid_chunk(self, run_id: str, paid_at: datetime, limit: int) -> int:
+        self._release_cache()
         cur = self.conn.execute(
             "UPDATE referrals SET status = 'paid', paid_at = ?1 WHERE seq IN ("
             "  SELECT seq FROM referrals INDEXED BY referrals_to_pay"
