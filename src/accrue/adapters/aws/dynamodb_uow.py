@@ -40,6 +40,7 @@ MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 # Keep clear of the 4 MB request limit: our size estimate is of the items, not of the envelope.
 TRANSACTION_BYTES_BUDGET = MAX_TRANSACTION_BYTES - 256 * 1024
 SHARED_GROUP = "shared"
+AUDIT_GROUP = "audit"
 # Delivered outbox messages are kept a week (for inspection), then DynamoDB's TTL removes them.
 DELIVERED_MESSAGE_TTL = timedelta(days=7)
 
@@ -306,9 +307,11 @@ class Session:
         for write in self.writes.values():
             groups.setdefault(write.group, []).append(write)
         shared = groups.pop(SHARED_GROUP, [])
+        # The audit entries that describe this unit of work travel with its last transaction.
+        late = groups.pop(AUDIT_GROUP, [])
         # (writes, alone): a bundle is a transaction of its own, never packed with other writes.
         units: list[tuple[list[Write], bool]] = []
-        for name, writes in groups.items():
+        for name, writes in [*groups.items(), (AUDIT_GROUP, late)]:
             size = sum(w.size_estimate() for w in writes)
             if len(writes) > MAX_TRANSACTION_ITEMS or size > TRANSACTION_BYTES_BUDGET:
                 raise TransactionTooLarge(
@@ -316,11 +319,14 @@ class Session:
                     f"holds at most {MAX_TRANSACTION_ITEMS} items and 4 MB: split the work into smaller parts",
                     details={"group": name, "items": len(writes)},
                 )
-            units.append((writes, False))
+            if name != AUDIT_GROUP:
+                units.append((writes, False))
         units.extend((bundle, True) for bundle in self.bundles)
         # Writes that belong to no member (orders' neighbours, progress records, bulk claims) may be
         # split one by one; they go last so that progress is recorded after the work it describes.
         units.extend(([w], False) for w in shared)
+        if late:
+            units.append((late, False))
         chunks: list[list[Write]] = []
         current: list[Write] = []
         current_bytes = 0
@@ -450,6 +456,11 @@ class DynamoUnitOfWork(UnitOfWork):
             DynamoNotificationSendRepository,
             DynamoPreferenceRepository,
         )
+        from accrue.adapters.aws.payments import (
+            DynamoAuditLogRepository,
+            DynamoPaymentBatchRepository,
+            DynamoPaymentRepository,
+        )
         from accrue.adapters.aws.referrals import DynamoPayoutRepository, DynamoReferralRepository
         from accrue.adapters.aws.webhooks import (
             DynamoWebhookDeliveryRepository,
@@ -471,6 +482,9 @@ class DynamoUnitOfWork(UnitOfWork):
         self.campaigns = DynamoCampaignRepository(session)
         self.notification_preferences = DynamoPreferenceRepository(session)
         self.notification_sends = DynamoNotificationSendRepository(session)
+        self.payments = DynamoPaymentRepository(session)
+        self.payment_batches = DynamoPaymentBatchRepository(session)
+        self.audit = DynamoAuditLogRepository(session)
         self.referrals = DynamoReferralRepository(session)
         self.payouts = DynamoPayoutRepository(session)
         self.webhook_events = DynamoWebhookEventRepository(session)

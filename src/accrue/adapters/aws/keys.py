@@ -55,6 +55,12 @@ class Prefix(enum.StrEnum):
     PAYOUT_RUNS = "PAYOUTRUNS"
     PAYOUT = "PAYOUT"
     CLAIM = "CLAIM"
+    PAYMENT = "PAYMENT"
+    PAYMENTS = "PAYMENTS"
+    PAYMENT_BATCH = "PAYBATCH"
+    PAYMENT_BATCHES = "PAYBATCHES"
+    ISSUE = "ISSUE"
+    AUDIT = "AUDIT"
     IDEMPOTENCY = "IDEMPOTENCY"
     IMPORT = "IMPORT"
     SCHEDULE = "SCHEDULE"
@@ -329,6 +335,65 @@ def payout_run_listing(month: str) -> Key:
 def payout_claim(run_id: str, referrer_id: str, referral_id: str) -> Key:
     """A reward claimed by a run, in the run's partition ordered by referrer (the report's order)."""
     return item_key(join(Prefix.PAYOUT, run_id), join(Prefix.CLAIM, referrer_id, referral_id))
+
+
+# -- payments -----------------------------------------------------------------------------------
+
+
+def payment(payment_id: str) -> Key:
+    return singleton(Prefix.PAYMENT, payment_id)
+
+
+def payment_position(created_at: datetime, payment_id: str) -> str:
+    return join(sortable_time(created_at), short_digest(payment_id))
+
+
+def payment_indexes(status: str, created_at: datetime, payment_id: str, batch_id: str | None, line: int | None) -> Key:
+    """GSI1: newest first per status (the entry moves with the status); GSI2: a batch's rows by line."""
+    found = {
+        GSI1.partition_key: join(Prefix.PAYMENTS, status),
+        GSI1.sort_key: payment_position(created_at, payment_id),
+    }
+    if batch_id is not None and line is not None:
+        found.update({GSI2.partition_key: join(Prefix.PAYMENT_BATCH, batch_id), GSI2.sort_key: sortable_number(line)})
+    return found
+
+
+def payment_batch(batch_id: str) -> Key:
+    return item_key(join(Prefix.PAYMENT_BATCH, batch_id), "BATCH")
+
+
+UNFINISHED_BATCHES = join(Prefix.PAYMENT_BATCHES, "processing")
+
+
+def unfinished_batch(created_at: datetime, batch_id: str) -> Key:
+    return {
+        GSI2.partition_key: UNFINISHED_BATCHES,
+        GSI2.sort_key: join(sortable_time(created_at), batch_id),
+    }
+
+
+def batch_issue(batch_id: str, line: int) -> Key:
+    return item_key(join(Prefix.PAYMENT_BATCH, batch_id), join(Prefix.ISSUE, sortable_number(line)))
+
+
+AUDIT_PARTITION = str(Prefix.AUDIT)
+
+
+def audit_head() -> Key:
+    """The end of the hash chain: every append moves it, guarded by the sequence number it saw."""
+    return item_key(AUDIT_PARTITION, "HEAD")
+
+
+def audit_entry(seq: int) -> Key:
+    return item_key(AUDIT_PARTITION, join("SEQ", sortable_number(seq)))
+
+
+def audit_subject(subject_type: str, subject_id: str, seq: int) -> Key:
+    return {
+        GSI1.partition_key: join(Prefix.AUDIT, subject_type, subject_id),
+        GSI1.sort_key: sortable_number(seq),
+    }
 
 
 # -- the rest ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 SQS cannot join a DynamoDB transaction, so a send is written as an item of the unit of work's
 transaction (a transactional outbox for queues) and the stream handler forwards it to SQS with
 SendMessageBatch: the messages exist exactly when the change that produced them does, and a
-crash between commit and send cannot lose them (the stream delivers the item again). A send is
-forwarded at least once; consumers are idempotent, as the Queue port requires.
+crash between commit and send cannot lose them (the stream delivers the item again). A record
+delivered again finds its send marked and is skipped; only a crash between the send and the mark
+repeats one, which consumers absorb (they are idempotent, as the Queue port requires).
 
 Many bodies travel in one item (up to ~300 KB), so a chunk of a batch file costs one item of the
 transaction, not one per message.
@@ -92,6 +93,16 @@ class QueuedSendForwarder:
     def forward(self, item: Mapping[str, Any], now: datetime | None = None) -> int:
         """Forward one queued-send item (a stream image); returns the number of messages sent."""
         if item.get("status") != PENDING:
+            return 0
+        # A stream record can be delivered again (a retried batch): a send already made is not redone.
+        current = self.dynamodb.get_item(
+            TableName=self.table_name,
+            Key=codec.serialize(keys.queued_send(str(item["send_id"]))),
+            ConsistentRead=True,
+            ProjectionExpression="#status",
+            ExpressionAttributeNames={"#status": "status"},
+        ).get("Item")
+        if current is not None and codec.deserialize(current).get("status") != PENDING:
             return 0
         queue = str(item["queue"])
         url = self.queue_urls.get(queue)

@@ -40,6 +40,10 @@ MEMBER_COUNTERS = (ORDER_COUNT, "referral_count", "referral_rewards_cents")
 EMAIL_KEY = "email_key"
 
 
+# ``page(index=BASE_TABLE)``: one partition of the table itself, read consistently.
+BASE_TABLE = ""
+
+
 def member_group(user_id: str) -> str:
     return f"member:{user_id}"
 
@@ -61,9 +65,13 @@ def page(
     The cursor is the rest of the last returned item's sort key (index sort keys are unique within a
     partition), so it stays short and a filter (``keep``) never skips or repeats an item.
     """
-    index_def = GSI1 if index == GSI1.name else GSI2
+    pk_name, sk_name = {
+        GSI1.name: (GSI1.partition_key, GSI1.sort_key),
+        GSI2.name: (GSI2.partition_key, GSI2.sort_key),
+        BASE_TABLE: (PARTITION_KEY, SORT_KEY),
+    }[index]
     position = codec.decode_cursor(cursor)
-    names = {"#pk": index_def.partition_key, "#sk": index_def.sort_key}
+    names = {"#pk": pk_name, "#sk": sk_name}
     values: dict[str, Any] = {":pk": partition}
     after: str | None = None
     if position is None:
@@ -106,21 +114,22 @@ def page(
         if ":low" in values and ":high" in values and values[":high"] < values[":low"]:
             return [], None
     request: dict[str, Any] = {
-        "IndexName": index,
         "KeyConditionExpression": condition,
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
         "ScanIndexForward": not newest_first,
         "Limit": max(limit + 2, 25) if keep else limit + 2,
     }
+    if index != BASE_TABLE:
+        request["IndexName"] = index
     found: list[dict[str, Any]] = []
     for items, _last in session.query(**request):
-        found.extend(i for i in items if i[index_def.sort_key] != after and (keep is None or keep(i)))
+        found.extend(i for i in items if i[sk_name] != after and (keep is None or keep(i)))
         if len(found) > limit:
             break
     next_cursor = None
     if len(found) > limit:
-        next_cursor = codec.encode_cursor(str(found[limit - 1][index_def.sort_key])[len(sort_prefix) :])
+        next_cursor = codec.encode_cursor(str(found[limit - 1][sk_name])[len(sort_prefix) :])
     return found[:limit], next_cursor
 
 

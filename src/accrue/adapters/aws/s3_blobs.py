@@ -135,3 +135,9 @@ class S3BlobStore(BlobStore):
 
     def location(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object_key(key)}"
+
+    def copy_from(self, bucket: str, source_key: str, key: str) -> str:
+        """Copy another bucket's object to ``key`` inside S3 (no bytes pass through this process;
+        objects over 5 GB are copied in parts by boto3's managed transfer)."""
+        self.client.copy({"Bucket": bucket, "Key": source_key}, self.bucket, self._object_key(key))
+        return self.location(key)

@@ -20,7 +20,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from accrue.entrypoints.lambdas.observability import count, instrumented
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# Every record failed is still a partial response (all of them), not an error of the invocation.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 MAX_DELAY_SECONDS = 900
 QUEUE = "notifications"
 

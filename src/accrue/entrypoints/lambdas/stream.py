@@ -25,7 +25,8 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from accrue.adapters.aws.table import OUTBOX_KEY_PREFIX, PARTITION_KEY, QUEUE_KEY_PREFIX
 from accrue.entrypoints.lambdas.observability import count, instrumented, logger
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+# Every record failed is still a partial response (all of them), not an error of the invocation.
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 RETRY_PAUSE_SECONDS = 0.05
 
 
