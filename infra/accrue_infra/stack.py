@@ -190,6 +190,8 @@ class AccrueStack(Stack):
             PAYMENTS_WORKER,
             allow.read_table(data),
             allow.write_table(data),
+            # A payment waiting for its next retry goes back to the queue with a delay.
+            allow.send_to("RequeueFollowUps", payments.queue),
             allow.start_executions(workflow_arn),
         )
         notifications_worker = function(
@@ -198,11 +200,15 @@ class AccrueStack(Stack):
             allow.read_table(data),
             allow.write_table(data),
             allow.publish_to("DeliverNotifications", messaging.notifications_topic),
+            # Wakes itself up (delayed message) when the next retry of a delivery is due.
+            allow.send_to("ScheduleWakeUp", notifications.queue),
         )
         batch_files = function(
             "BatchFilesFunction",
             batch_files_spec,
             allow.read_objects("ReadUploads", uploads_arn),
+            # The file is copied into the blob store (S3 to S3) and ingested from there.
+            *allow.use_blob_store("BlobStore", buckets.reports.bucket_arn),
             # Rows are enqueued as queue items in the table's transactions; the stream forwards them.
             allow.read_table(data),
             allow.write_table(data),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -14,6 +15,7 @@ from accrue.adapters.aws import table as table_design
 from accrue.domain.payment_workflow import PAYMENT_WORKFLOW
 from accrue.domain.schedules import SCHEDULES
 from accrue_infra.messaging import DEAD_LETTER_RETENTION, MAX_RECEIVE_COUNT
+from accrue_infra.settings import SOURCE_LAMBDA_DIR as SOURCE
 from accrue_infra.stack import HANDLERS
 from accrue_infra.workflow_asl import render_asl
 from tests.infra.conftest import ENV_SUFFIX, of_type
@@ -288,6 +290,16 @@ def test_every_function_is_python_312_arm64_traced_with_the_contract_handlers(re
         # The package directory is read-only in Lambda, and no function runs background workers.
         assert variables["ACCRUE_SPOOL_DIR"].startswith("/tmp/")
         assert variables["ACCRUE_WORKERS_ENABLED"] == variables["ACCRUE_SCHEDULER_ENABLED"] == "false"
+
+
+def test_every_handler_names_a_function_defined_in_the_source_tree(resources: Resources) -> None:
+    # Read, not imported: the CDK app never imports handler modules either.
+    for function in of_type(resources, "AWS::Lambda::Function").values():
+        module, _, name = function["Properties"]["Handler"].rpartition(".")
+        path = SOURCE / (module.replace(".", "/") + ".py")
+        assert path.is_file(), path
+        defined = {n.name for n in ast.parse(path.read_text(encoding="utf-8")).body if isinstance(n, ast.FunctionDef)}
+        assert name in defined, f"{module} defines no {name}()"
 
 
 def test_every_function_has_its_own_log_group_with_retention(resources: Resources) -> None:
