@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Aws, CfnOutput, Duration, RemovalPolicy, Stack, Tags
+from aws_cdk import Aws, CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -28,45 +28,63 @@ HANDLERS = "accrue.entrypoints.lambdas"
 
 # Seed figures where the seeds have them (payment processor 60 s/512 MB, batch processor and
 # payout 300 s/1024 MB, stream processor 60 s); API Gateway stops waiting after 29 s.
-API = FunctionSpec("api", f"{HANDLERS}.http.handler", "HTTP API (FastAPI through Mangum)", 1024, Duration.seconds(29))
+API = FunctionSpec(
+    purpose="api",
+    handler=f"{HANDLERS}.http.handler",
+    description="HTTP API (FastAPI through Mangum)",
+    memory_mb=1024,
+    timeout=Duration.seconds(29),
+)
 AUTHORIZER = FunctionSpec(
-    "authorizer", f"{HANDLERS}.authorizer.handler", "API Gateway TOKEN authorizer (JWT)", 256, Duration.seconds(10)
+    purpose="authorizer",
+    handler=f"{HANDLERS}.authorizer.handler",
+    description="API Gateway TOKEN authorizer (JWT)",
+    memory_mb=256,
+    timeout=Duration.seconds(10),
 )
 STREAM = FunctionSpec(
-    "stream",
-    f"{HANDLERS}.stream.handler",
-    "Outbox events from the table stream to their handlers",
-    512,
-    Duration.seconds(60),
+    purpose="stream",
+    handler=f"{HANDLERS}.stream.handler",
+    description="Table stream: deliver outbox messages, forward queued sends",
+    memory_mb=512,
+    timeout=Duration.seconds(60),
 )
 PAYMENTS_WORKER = FunctionSpec(
-    "payments-worker",
-    f"{HANDLERS}.payments_worker.handler",
-    "Payments queue: start the payment workflow",
-    512,
-    Duration.seconds(60),
+    purpose="payments-worker",
+    handler=f"{HANDLERS}.payments_worker.handler",
+    description="Payments queue: move each payment through the payment workflow",
+    memory_mb=512,
+    timeout=Duration.seconds(60),
 )
 NOTIFICATIONS_WORKER = FunctionSpec(
-    "notifications-worker",
-    f"{HANDLERS}.notifications_worker.handler",
-    "Notifications queue: deliver",
-    256,
-    Duration.seconds(30),
+    purpose="notifications-worker",
+    handler=f"{HANDLERS}.notifications_worker.handler",
+    description="Notifications queue: deliver notifications and outbound webhooks",
+    memory_mb=256,
+    timeout=Duration.seconds(30),
 )
 WORKFLOW_STEPS = FunctionSpec(
-    "workflow-steps",
-    f"{HANDLERS}.workflow_steps.handler",
-    "Payment workflow tasks (Step Functions)",
-    256,
-    Duration.seconds(30),
+    purpose="workflow-steps",
+    handler=f"{HANDLERS}.workflow_steps.handler",
+    description="Payment workflow tasks (Step Functions)",
+    memory_mb=256,
+    timeout=Duration.seconds(30),
 )
 # SQS visibility timeout: six times the consumer's timeout (AWS guidance for Lambda consumers).
 VISIBILITY_FACTOR = 6
 
 
 class AccrueStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, settings: DeploymentSettings, **kwargs: object) -> None:
-        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: DeploymentSettings,
+        description: str,
+        env: Environment | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id, description=description, env=env)
         self.settings = settings
         for name, value in {
             "Project": "accrue",
@@ -91,29 +109,29 @@ class AccrueStack(Stack):
             notifications_visibility=_visibility(NOTIFICATIONS_WORKER),
         )
         payout_spec = FunctionSpec(
-            "payout",
-            f"{HANDLERS}.schedules.payout_handler",
-            "Monthly referral payout run",
-            1024,
-            Duration.seconds(300),
+            purpose="payout",
+            handler=f"{HANDLERS}.schedules.payout_handler",
+            description="Monthly referral payout run",
+            memory_mb=1024,
+            timeout=Duration.seconds(300),
             reserved_concurrency=1,
             async_dead_letter_queue=messaging.async_failures,
         )
         tier_review_spec = FunctionSpec(
-            "tier-review",
-            f"{HANDLERS}.schedules.tier_review_handler",
-            "Daily tier review",
-            1024,
-            Duration.seconds(900),
+            purpose="tier-review",
+            handler=f"{HANDLERS}.schedules.tier_review_handler",
+            description="Daily tier review",
+            memory_mb=1024,
+            timeout=Duration.seconds(900),
             reserved_concurrency=1,
             async_dead_letter_queue=messaging.async_failures,
         )
         batch_files_spec = FunctionSpec(
-            "batch-files",
-            f"{HANDLERS}.batch_files.handler",
-            "Payment batch files uploaded to S3 (.csv)",
-            1024,
-            Duration.seconds(300),
+            purpose="batch-files",
+            handler=f"{HANDLERS}.batch_files.handler",
+            description="Payment batch files uploaded to S3 (.csv)",
+            memory_mb=1024,
+            timeout=Duration.seconds(300),
             async_dead_letter_queue=messaging.async_failures,
         )
 
@@ -146,7 +164,7 @@ class AccrueStack(Stack):
             str(settings.lambda_code_dir()), exclude=["**/__pycache__", "**/*.pyc", "*.dist-info/RECORD"]
         )
 
-        def function(construct_id: str, spec: FunctionSpec, *statements: object) -> AccrueFunction:
+        def function(construct_id: str, spec: FunctionSpec, *statements: iam.PolicyStatement) -> AccrueFunction:
             return AccrueFunction(
                 self,
                 construct_id,
@@ -157,7 +175,7 @@ class AccrueStack(Stack):
                 key=key,
                 log_retention=retention,
                 removal_policy=removal,
-                statements=[allow.use_key(key), *statements],  # type: ignore[list-item]
+                statements=[allow.use_key(key), *statements],
             )
 
         payments, notifications = messaging.payments, messaging.notifications
