@@ -349,7 +349,7 @@ class PaymentBatches:
                     now,
                     {
                         "source": batch.source,
-                        "firstLine": batch.line_number + 1,
+                        "firstLine": max(batch.line_number, 1) + 1,  # line 1 is the header
                         "lastLine": chunk.end_line,
                         "accepted": accepted,
                         "rejected": rejected,
