@@ -47,6 +47,7 @@ HOLDINGS: tuple[Holding, ...] = (
     Holding("notificationDeliveries", "notification_sends", "user_id = ?"),
     Holding("channelMessages", "local_channel_outbox", "user_id = ?"),
     Holding("referrals", "referrals", "referrer_id = ? OR referred_id = ?"),
+    Holding("payouts", "payout_lines", "referrer_id = ?"),
     Holding("payments", "payments", "user_id = ?"),
     Holding("webhookEvents", "webhook_events", "member_id = ?"),
     Holding("webhookDeliveries", "webhook_deliveries", "member_id = ?", ("payload",)),

@@ -8,6 +8,6 @@ CREATE TABLE payout_lines (
     total_cents INTEGER NOT NULL CHECK (total_cents > 0),
     rewards     INTEGER NOT NULL CHECK (rewards > 0),
     PRIMARY KEY (run_id, referrer_id)
-) WITHOUT ROWID;
+);
 
 DROP INDEX referrals_by_run;
