@@ -31,7 +31,7 @@ from accrue.domain.notification_channels import Channel
 from accrue.domain.payouts import month_before
 from accrue.domain.referrals import VelocityRule
 from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
-from accrue.domain.webhooks import RetrySchedule
+from accrue.domain.webhooks import OUTBOUND_EVENT_TYPES, RetrySchedule
 from accrue.ports import BlobStore, IdempotencyStore, Notifier, Queue, TemplateRenderer, UnitOfWork
 from accrue.service_layer import handlers, notifications, notify, payouts, referrals, webhooks_in, webhooks_out
 from accrue.service_layer import payments as payment_service
@@ -110,6 +110,18 @@ def event_handler_table() -> dict[str, dict[str, Any]]:
     return table
 
 
+def event_interest() -> dict[str, Callable[[UnitOfWork, str], bool]]:
+    """Subscribers that can tell, inside the committing transaction, that they have nothing to do
+    with an event (handler name -> predicate): no outbox row is written for them."""
+    return {
+        # What enqueue_deliveries would find: an enabled endpoint subscribed to the event's type.
+        "deliver_webhooks": lambda uow, event_name: (
+            event_name in OUTBOUND_EVENT_TYPES
+            and bool(uow.webhook_endpoints.subscribed_to(OUTBOUND_EVENT_TYPES[event_name]))
+        ),
+    }
+
+
 def _core_event_handlers() -> dict[str, dict[str, Any]]:
     return {
         "TierUpgraded": {"notify_tier_upgraded": notifications.notify_tier_upgraded},
@@ -152,6 +164,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
             readonly=readonly,
             on_commit=worker.wake if worker is not None else None,
             clock=clock,
+            interested=bus_ref["bus"].interested,
         )
 
     uow_factory: Callable[..., UnitOfWork] = (
@@ -194,7 +207,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
 
         for event_name in PUBLISHED_EVENTS:
             event_handlers.setdefault(event_name, {})[HANDLER_NAME] = publisher
-    bus = MessageBus(uow_factory, command_handlers, event_handlers)
+    bus = MessageBus(uow_factory, command_handlers, event_handlers, interest=event_interest())
     bus_ref["bus"] = bus
     worker = OutboxWorker(
         bus,
@@ -202,6 +215,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         max_attempts=settings.outbox_max_attempts,
         base_delay_seconds=settings.outbox_base_delay_seconds,
         poll_seconds=settings.outbox_poll_seconds,
+        transaction_group=database.group if database is not None else None,
     )
     worker_ref["worker"] = worker
     idempotency: IdempotencyStore

@@ -119,7 +119,7 @@ def test_unknown_paths_and_methods_answer_in_the_envelope(client: TestClient) ->
     missing = client.get("/nowhere", headers=auth())
     assert missing.status_code == 404
     assert error_of(missing)["code"] == "NOT_FOUND"
-    wrong_method = client.delete("/users/u-1", headers=auth())
+    wrong_method = client.put("/health", headers=auth())
     assert wrong_method.status_code == 405
     assert error_of(wrong_method)["code"] == "METHOD_NOT_ALLOWED"
 

@@ -171,3 +171,43 @@ def test_a_released_key_can_be_retried_and_expired_keys_are_purged(store: Sqlite
     store.release("s", "k")  # a completed key is never released
     assert isinstance(store.begin("s", "k", "h", NOW), Replay)
     assert store.purge_expired(NOW + timedelta(days=2)) == 1
+
+
+# -- transaction groups (many units of work, one SQLite transaction) --------------------------------
+
+
+def test_units_of_work_in_a_group_are_each_atomic_and_become_durable_together(application: Application) -> None:
+    database = application.database
+    assert database is not None
+    with database.group():
+        application.bus.handle(
+            commands.RecordTransaction(member_id="g-1", amount=Decimal("100"), transaction_type="purchase")
+        )
+        with pytest.raises(InsufficientPoints):
+            application.bus.handle(commands.RedeemPoints(user_id="g-1", points=11))
+        application.bus.handle(commands.RedeemPoints(user_id="g-1", points=4))
+        # Another connection sees nothing until the group ends.
+        assert counts_elsewhere(application) == (0, 0)
+    assert counts_elsewhere(application) == (1, 2)
+    points = application.bus.query(lambda uow: uow.members.get("g-1"))
+    assert points.balance == 6
+    assert application.bus.query(lambda uow: uow.ledger.check()) == []
+
+
+def test_a_group_that_fails_leaves_none_of_its_units_of_work(application: Application) -> None:
+    database = application.database
+    assert database is not None
+    with pytest.raises(RuntimeError, match="power cut"), database.group():
+        application.bus.handle(
+            commands.RecordTransaction(member_id="g-2", amount=Decimal("100"), transaction_type="purchase")
+        )
+        raise RuntimeError("power cut")
+    assert counts_elsewhere(application) == (0, 0)
+
+
+def counts_elsewhere(app: Application) -> tuple[int, int]:
+    with sqlite3.connect(app.settings.db) as conn:
+        return (
+            conn.execute("SELECT COUNT(*) FROM members").fetchone()[0],
+            conn.execute("SELECT COUNT(*) FROM transfers").fetchone()[0],
+        )

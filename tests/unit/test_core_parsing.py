@@ -88,7 +88,8 @@ def test_a_cursor_outside_the_alphabet_is_refused_and_none_means_the_start() -> 
 def test_import_rows_stream_with_line_numbers_and_bad_rows_named(tmp_path: Path) -> None:
     path = tmp_path / "awards.csv"
     path.write_text(
-        "userId,points,reason\nu-1,10,spring\n\nu-2,abc,x\nu-3,-5,x\n,5,x\nu-4,7\nu-5, 3 ,\n",
+        "userId,points,reason\nu-1,10,spring\n\nu-2,abc,x\nu-3,-5,x\n,5,x\nu-4,7\nu-5, 3 ,\n"
+        f",,\nu-6,1_000,x\nu-7,1000000001,x\nu-8,1,{'r' * 201}\n",
         encoding="utf-8",
     )
     assert list(parse_rows(path)) == [
@@ -98,6 +99,9 @@ def test_import_rows_stream_with_line_numbers_and_bad_rows_named(tmp_path: Path)
         (6, "userId: is required"),
         (7, "expected 3 columns, got 2"),
         AwardRow(line=8, user_id="u-5", points=3, reason="bulk import"),
+        (10, "points: must be a whole number"),
+        (11, "points: must be at most 1000000000"),
+        (12, "reason: must be at most 200 characters"),
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from accrue.domain.ids import new_id
@@ -12,6 +13,28 @@ from accrue.domain.ids import new_id
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), Decimal, datetime, tuple, frozenset)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+def _all_immutable(values: tuple[Any, ...]) -> bool:
+    return all(isinstance(v, _IMMUTABLE) and (not isinstance(v, tuple) or _all_immutable(v)) for v in values)
+
+
+@dataclass(frozen=True)
+class _Box:
+    """Lets dataclasses.asdict convert one value (a nested dataclass, list or dict) as it always has."""
+
+    value: Any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +52,14 @@ class Event:
         return type(self).__name__
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # Field by field rather than dataclasses.asdict, which deep-copies every value: immutable
+        # values (most of them, and tuples of them) are shared; anything else is copied as asdict would.
+        data: dict[str, Any] = {}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if not isinstance(value, _IMMUTABLE) or (isinstance(value, tuple) and not _all_immutable(value)):
+                value = dataclasses.asdict(_Box(value))["value"]
+            data[name] = value
         data["occurred_at"] = self.occurred_at.isoformat()
         return data
 

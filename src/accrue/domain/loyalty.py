@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from bisect import bisect_right
 from decimal import ROUND_FLOOR, Decimal
 
 EARN_RATES: dict[str, Decimal] = {
@@ -30,7 +31,7 @@ class Tier(enum.StrEnum):
 
     @property
     def rank(self) -> int:
-        return _TIER_ORDER.index(self)
+        return _TIER_RANK[self]
 
     @property
     def threshold(self) -> int:
@@ -47,6 +48,7 @@ class Tier(enum.StrEnum):
 
 
 _TIER_ORDER = (Tier.BRONZE, Tier.SILVER, Tier.GOLD, Tier.PLATINUM)
+_TIER_RANK = {tier: rank for rank, tier in enumerate(_TIER_ORDER)}
 TIER_THRESHOLDS: dict[Tier, int] = {
     Tier.BRONZE: 0,
     Tier.SILVER: 1_000,
@@ -84,10 +86,13 @@ TIER_BENEFITS: dict[Tier, tuple[str, ...]] = {
 
 def tier_for(lifetime_points: int) -> Tier:
     """Tier from lifetime qualifying points, never from the spendable balance."""
-    for tier in reversed(_TIER_ORDER):
-        if lifetime_points >= tier.threshold:
+    for threshold, tier in _THRESHOLDS_DESCENDING:
+        if lifetime_points >= threshold:
             return tier
     return Tier.BRONZE
+
+
+_THRESHOLDS_DESCENDING = tuple((TIER_THRESHOLDS[t], t) for t in reversed(_TIER_ORDER))
 
 
 def tier_bonus_points(base_points: int, tier: Tier) -> int:
@@ -100,4 +105,5 @@ MILESTONES: tuple[int, ...] = (100, 500, 2_500, 7_500, 15_000, 25_000)
 
 def milestones_crossed(old_lifetime: int, new_lifetime: int) -> tuple[int, ...]:
     """Every milestone passed by one change, in ascending order."""
-    return tuple(m for m in MILESTONES if old_lifetime < m <= new_lifetime)
+    # Milestones m with old < m <= new: a slice of the sorted tuple (most postings cross none).
+    return MILESTONES[bisect_right(MILESTONES, old_lifetime) : bisect_right(MILESTONES, new_lifetime)]

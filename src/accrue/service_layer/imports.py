@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,9 @@ from accrue.domain.ledger import Reason
 from accrue.ports import UnitOfWork
 
 HEADER = ["userId", "points", "reason"]
+MAX_POINTS_PER_ROW = 1_000_000_000
+MAX_REASON_LENGTH = 200
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +58,28 @@ def parse_rows(path: Path) -> Iterator[AwardRow | tuple[int, str]]:
         if header is None or [h.strip() for h in header] != HEADER:
             raise InvalidInput("header", f"must be {','.join(HEADER)}")
         for record in reader:
-            line = reader.line_num
-            if not record or all(not v.strip() for v in record):
-                continue
             if len(record) != 3:
-                yield (line, f"expected 3 columns, got {len(record)}")
+                if any(v.strip() for v in record):  # blank lines are not rows
+                    yield (reader.line_num, f"expected 3 columns, got {len(record)}")
                 continue
-            user_id, points_text, reason = (v.strip() for v in record)
+            user_id, points_text, reason = record[0].strip(), record[1].strip(), record[2].strip()
+            line = reader.line_num
             if not user_id:
-                yield (line, "userId: is required")
+                if points_text or reason:
+                    yield (line, "userId: is required")
                 continue
-            try:
-                points = int(points_text)
-            except ValueError:
+            if not _WHOLE_NUMBER.fullmatch(points_text):
                 yield (line, "points: must be a whole number")
                 continue
+            points = int(points_text)
             if points <= 0:
                 yield (line, "points: must be greater than 0")
+                continue
+            if points > MAX_POINTS_PER_ROW:
+                yield (line, f"points: must be at most {MAX_POINTS_PER_ROW}")
+                continue
+            if len(reason) > MAX_REASON_LENGTH:
+                yield (line, f"reason: must be at most {MAX_REASON_LENGTH} characters")
                 continue
             yield AwardRow(line=line, user_id=user_id, points=points, reason=reason or "bulk import")
 
@@ -78,7 +87,12 @@ def parse_rows(path: Path) -> Iterator[AwardRow | tuple[int, str]]:
 def award_chunk(uow: UnitOfWork, sha: str, rows: list[AwardRow], last_line: int, now: datetime) -> ChunkResult:
     """Post the chunk's rows not yet in the ledger and record progress, in one transaction."""
     transfer_ids = {row.line: f"import:{sha}:{row.line}" for row in rows}
-    already = uow.ledger.existing_ids(list(transfer_ids.values()))
+    # Postings and progress commit together, so rows past the recorded progress cannot be in the
+    # ledger yet: only a chunk that overlaps it (another process importing the same file at the same
+    # time) needs the row-by-row check. The UNIQUE transfer id stays the last line of defence.
+    done = uow.imports.lines_done(sha)
+    overlaps = done is None or (bool(rows) and rows[0].line <= done)
+    already = uow.ledger.existing_ids(list(transfer_ids.values())) if overlaps else set()
     members = {m.user_id: m for m in uow.members.get_many(list({row.user_id for row in rows}))}
     awarded = skipped = 0
     rejected: list[tuple[int, str]] = []

@@ -18,6 +18,7 @@ from accrue.ports import UnitOfWork
 UowFactory = Callable[..., UnitOfWork]
 CommandHandler = Callable[[Any, UnitOfWork], Any]
 EventHandler = Callable[[Any, UnitOfWork], None]
+Interest = Callable[[UnitOfWork, str], bool]
 
 
 class MessageBus:
@@ -26,11 +27,16 @@ class MessageBus:
         uow_factory: UowFactory,
         command_handlers: Mapping[type[Command], CommandHandler],
         event_handlers: Mapping[str, Mapping[str, EventHandler]],
+        interest: Mapping[str, Interest] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.command_handlers = dict(command_handlers)
         # event name -> {handler name -> handler}; handler names are stable (stored in the outbox).
         self.event_handlers = {k: dict(v) for k, v in event_handlers.items()}
+        # handler name -> whether it wants an event of that name now (asked inside the committing
+        # transaction). A subscriber with nothing to do (no webhook endpoint listens) gets no outbox
+        # row: a bulk import posts 100 000s of PointsEarned events.
+        self.interest = dict(interest or {})
 
     def handle(self, command: Command) -> Any:
         handler = self.command_handlers.get(type(command))
@@ -41,6 +47,11 @@ class MessageBus:
 
     def subscribers(self, event_name: str) -> Sequence[str]:
         return tuple(self.event_handlers.get(event_name, {}))
+
+    def interested(self, handler_name: str, event_name: str, uow: UnitOfWork) -> bool:
+        """False when the subscriber declared that it has nothing to do with such an event now."""
+        wants = self.interest.get(handler_name)
+        return wants is None or wants(uow, event_name)
 
     def handle_event(self, handler_name: str, event: Event, uow: UnitOfWork) -> None:
         """Run one subscriber inside the caller's unit of work (which the caller commits)."""

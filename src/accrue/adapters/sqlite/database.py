@@ -66,6 +66,40 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """One SQLite transaction around several units of work opened on this thread meanwhile.
+
+        Each unit of work inside becomes a savepoint: its commit releases it, its rollback undoes
+        only its own writes. Everything becomes durable at once when the group ends (one fsync
+        instead of one per unit of work); if the group fails, none of it happened.
+        """
+        conn = self.connection()
+        if conn.in_transaction:
+            raise RuntimeError("a transaction is already open on this thread")
+        with self.write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            self._local.group = True
+            try:
+                yield
+            except BaseException:
+                if conn.in_transaction:  # some errors (disk full, I/O) end the transaction themselves
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                self._local.group = False
+
+    def in_group(self) -> bool:
+        """True while this thread is inside ``group()``."""
+        return bool(getattr(self._local, "group", False))
+
     def migrate(self) -> list[str]:
         """Apply every migration not yet applied, each in its own transaction. Returns the new ones."""
         conn = self.connection()

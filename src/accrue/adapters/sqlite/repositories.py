@@ -120,7 +120,7 @@ class SqliteMemberRepository(MemberRepository):
             if "referral_code" in text:
                 raise Conflict("referral code collision", details={"field": "referralCode"}) from None
             raise Conflict("a member with this userId already exists", details={"field": "userId"}) from None
-        self._append(member)
+        self._append(member.new_transfers)
 
     def get(self, user_id: str) -> Member | None:
         row = self.conn.execute("SELECT * FROM members WHERE user_id = ?", (user_id,)).fetchone()
@@ -143,43 +143,56 @@ class SqliteMemberRepository(MemberRepository):
             found.extend(_member(r) for r in rows)
         return found
 
+    _UPDATE = (
+        "UPDATE members SET email = ?, email_key = ?, name = ?, phone = ?, balance = ?, lifetime = ?, "
+        "tier = ?, total_spent_cents = ?, erased = ?, version = version + 1 "
+        "WHERE user_id = ? AND version = ?"
+    )
+
+    @staticmethod
+    def _update_params(member: Member) -> tuple[object, ...]:
+        return (
+            member.email,
+            normalize_email(member.email) if member.email and not member.erased else None,
+            member.name,
+            member.phone,
+            member.balance,
+            member.lifetime,
+            str(member.tier),
+            member.total_spent_cents,
+            int(member.erased),
+            member.user_id,
+            member.version,
+        )
+
     def save(self, member: Member) -> None:
+        self.save_all([member])
+
+    def save_all(self, members: Sequence[Member]) -> None:
+        """One UPDATE statement for all (version-guarded), then one INSERT for all their new transfers."""
+        if not members:
+            return
         try:
-            cur = self.conn.execute(
-                "UPDATE members SET email = ?, email_key = ?, name = ?, phone = ?, balance = ?, lifetime = ?, "
-                "tier = ?, total_spent_cents = ?, erased = ?, version = version + 1 "
-                "WHERE user_id = ? AND version = ?",
-                (
-                    member.email,
-                    normalize_email(member.email) if member.email and not member.erased else None,
-                    member.name,
-                    member.phone,
-                    member.balance,
-                    member.lifetime,
-                    str(member.tier),
-                    member.total_spent_cents,
-                    int(member.erased),
-                    member.user_id,
-                    member.version,
-                ),
-            )
+            cur = self.conn.executemany(self._UPDATE, [self._update_params(m) for m in members])
         except sqlite3.IntegrityError as exc:
             # A changed e-mail that another member holds (found by the adapter contract suite).
             if "email_key" not in str(exc):
                 raise
             raise Conflict("a member with this email already exists", details={"field": "email"}) from None
-        if cur.rowcount != 1:
-            raise ConcurrencyConflict(f"member {member.user_id} changed concurrently; retry")
-        member.version += 1
-        self._append(member)
+        if cur.rowcount != len(members):
+            names = ", ".join(m.user_id for m in members[:5])
+            raise ConcurrencyConflict(f"member {names} changed concurrently; retry")
+        for member in members:
+            member.version += 1
+        self._append([t for m in members for t in m.new_transfers])
 
-    def _append(self, member: Member) -> None:
-        if not member.new_transfers:
+    def _append(self, transfers: Sequence[Transfer]) -> None:
+        if not transfers:
             return
         try:
             self.conn.executemany(
                 f"INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [transfer_row(t) for t in member.new_transfers],
+                [transfer_row(t) for t in transfers],
             )
         except sqlite3.IntegrityError as exc:
             raise Conflict("a transfer with this id was already posted", details={"error": str(exc)}) from None
@@ -432,6 +445,10 @@ class SqliteImportRepository(ImportRepository):
             (last_line, awarded, skipped, file_sha256),
         )
 
+    def lines_done(self, file_sha256: str) -> int | None:
+        row = self.conn.execute("SELECT rows_done FROM point_imports WHERE file_sha256 = ?", (file_sha256,)).fetchone()
+        return int(row[0]) if row else None
+
     def finish(self, file_sha256: str, now: datetime) -> None:
         self.conn.execute(
             "UPDATE point_imports SET status = 'completed', finished_at = ? WHERE file_sha256 = ?",
@@ -479,6 +496,15 @@ class SqliteOutboxRepository(OutboxRepository):
             "INSERT INTO outbox (event_id, event_name, handler, payload, available_at, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?) ON CONFLICT (event_id, handler) DO NOTHING",
             (event_id, event_name, handler, payload, now.timestamp(), iso(now), iso(now)),
+        )
+
+    def add_many(self, rows: Sequence[tuple[str, str, str, str]], now: datetime) -> None:
+        """(event_id, event_name, handler, payload) rows, all due now."""
+        at, text = now.timestamp(), iso(now)
+        self.conn.executemany(
+            "INSERT INTO outbox (event_id, event_name, handler, payload, available_at, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (event_id, handler) DO NOTHING",
+            [(*row, at, text, text) for row in rows],
         )
 
     def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[OutboxMessage]:

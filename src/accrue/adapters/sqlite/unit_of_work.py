@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
-from accrue.adapters.sqlite.codec import dumps
+from accrue.adapters.sqlite.codec import event_payload
 from accrue.adapters.sqlite.database import Database
 from accrue.adapters.sqlite.gdpr import SqlitePersonalDataRepository
 from accrue.adapters.sqlite.payments import (
@@ -59,22 +59,31 @@ class SqliteUnitOfWork(UnitOfWork):
         readonly: bool = False,
         on_commit: Callable[[], None] | None = None,
         clock: Callable[[], datetime] | None = None,
+        interested: Callable[[str, str, UnitOfWork], bool] | None = None,
     ) -> None:
         super().__init__()
         self.db = db
         self.subscribers = subscribers
+        # (handler, event name, uow) -> False when that subscriber has nothing to do with it now.
+        self.interested = interested
         self.readonly = readonly
         self.on_commit = on_commit
         # The application's clock (outbox due times must agree with the worker's notion of now).
         self.clock = clock or (lambda: datetime.now(UTC))
         self.conn: sqlite3.Connection | None = None
         self._locked = False
+        # Set inside Database.group(): this unit of work is a savepoint of the group's transaction.
+        self._savepoint: str | None = None
 
     def __enter__(self) -> SqliteUnitOfWork:
         conn = self.db.connection()
-        if conn.in_transaction:
+        self._savepoint = None
+        if self.db.in_group():
+            self._savepoint = f"uow_{id(self):x}"
+            conn.execute(f"SAVEPOINT {self._savepoint}")
+        elif conn.in_transaction:
             raise RuntimeError("a unit of work is already open on this thread")
-        if self.readonly:
+        elif self.readonly:
             conn.execute("BEGIN")
         else:
             self.db.write_lock.acquire()
@@ -112,25 +121,39 @@ class SqliteUnitOfWork(UnitOfWork):
             raise RuntimeError("commit outside the unit of work")
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
-        now = self.clock()
-        wrote_outbox = False
+        rows: list[tuple[str, str, str, str]] = []
+        wanted: dict[str, Sequence[str]] = {}
         for event in events:
-            handlers = self.subscribers(event.name)
+            handlers = wanted.get(event.name)
+            if handlers is None:
+                handlers = wanted[event.name] = self._wanted_by(event.name)
             if not handlers:
                 continue
-            payload = dumps(event.to_dict())
-            for handler in handlers:
-                self.outbox.add(event.event_id, event.name, handler, payload, now)
-                wrote_outbox = True
-        self.conn.execute("COMMIT")
+            payload = event_payload(event)
+            rows.extend((event.event_id, event.name, handler, payload) for handler in handlers)
+        wrote_outbox = bool(rows)
+        if rows:
+            self.outbox.add_many(rows, self.clock())
+        self.conn.execute(f"RELEASE {self._savepoint}" if self._savepoint else "COMMIT")
         self.conn = None
         self._release()
         if wrote_outbox and self.on_commit is not None:
             self.on_commit()
 
+    def _wanted_by(self, event_name: str) -> Sequence[str]:
+        """The subscribers that want an event of this name, asked once per commit."""
+        handlers = self.subscribers(event_name)
+        if self.interested is None:
+            return handlers
+        return [h for h in handlers if self.interested(h, event_name, self)]
+
     def rollback(self) -> None:
         if self.conn is not None:
-            if self.conn.in_transaction:
+            if self._savepoint is not None:
+                if self.conn.in_transaction:  # else the error already ended the group's transaction
+                    self.conn.execute(f"ROLLBACK TO {self._savepoint}")
+                    self.conn.execute(f"RELEASE {self._savepoint}")
+            elif self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             self.conn = None
         self._release()
