@@ -168,7 +168,7 @@ def list_payments(
     cursor: str | None,
 ) -> Page[Payment]:
     if created_from is not None and created_to is not None and created_from >= created_to:
-        raise InvalidInput("from", "must be earlier than 'to'")
+        return Page([], None)  # an empty window holds nothing (it is not a malformed request)
     return uow.payments.list(status, created_from, created_to, limit, cursor)
 
 
