@@ -452,6 +452,7 @@ class DynamoUnitOfWork(UnitOfWork):
         # Imported here: the repositories import this module (for Session and Write).
         from accrue.adapters.aws import repositories as repos
         from accrue.adapters.aws.campaigns import DynamoCampaignRepository
+        from accrue.adapters.aws.gdpr import DynamoPersonalDataRepository
         from accrue.adapters.aws.notification_channels import (
             DynamoNotificationSendRepository,
             DynamoPreferenceRepository,
@@ -480,6 +481,7 @@ class DynamoUnitOfWork(UnitOfWork):
         self.imports = repos.DynamoImportRepository(session)
         self.schedule_runs = repos.DynamoScheduleRunRepository(session)
         self.campaigns = DynamoCampaignRepository(session)
+        self.personal_data = DynamoPersonalDataRepository(session)
         self.notification_preferences = DynamoPreferenceRepository(session)
         self.notification_sends = DynamoNotificationSendRepository(session)
         self.payments = DynamoPaymentRepository(session)
