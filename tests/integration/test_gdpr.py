@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from accrue.adapters.sqlite.gdpr import HOLDINGS, MEMBER_COLUMNS, NOT_SWEPT
+from accrue.adapters.sqlite.gdpr import EXPORTED_THROUGH_PORTS, HOLDINGS, MEMBER_COLUMNS, NOT_SWEPT
 from accrue.bootstrap import Application, bootstrap
 from accrue.config import Settings
 from accrue.entrypoints.api.app import create_app
@@ -160,7 +160,12 @@ def test_after_erasure_no_personal_value_is_left_in_the_database_file_or_the_arc
     response = client.delete(f"/users/{user_id}", headers=ADMIN)
     assert response.status_code == 200, response.text
     report = response.json()["data"]
-    assert (report["erased"], report["alreadyErased"], report["retained"]) == (True, False, [])
+    assert (report["erased"], report["alreadyErased"], report["retained"], report["storagePurged"]) == (
+        True,
+        False,
+        [],
+        True,
+    )
     assert report["blobsDeleted"] == 1
     assert report["records"]["members"] == 1
 
@@ -221,6 +226,6 @@ def test_every_table_that_names_a_member_is_exported_and_swept(gdpr_app: Applica
     conn = gdpr_app.database.connection()
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
     naming = {t for t in tables if {r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')} & MEMBER_COLUMNS}
-    exported = {h.table for h in HOLDINGS} | {"members", "transfers"}  # profile and ledger sections
+    exported = {h.table for h in HOLDINGS} | EXPORTED_THROUGH_PORTS
     assert naming - exported == set()
     assert NOT_SWEPT & {h.table for h in HOLDINGS} == set()

@@ -22,7 +22,7 @@ from accrue.domain.campaigns import (
     default_signup_campaign,
     plan_awards,
 )
-from accrue.domain.errors import Conflict, InvalidInput
+from accrue.domain.errors import Conflict, InvalidInput, RuleViolation
 from accrue.domain.ledger import Reason
 from accrue.domain.loyalty import Tier
 
@@ -182,7 +182,6 @@ def test_the_welcome_bonus_is_a_signup_campaign_with_the_non_qualifying_welcome_
         ({"type": CampaignType.PURCHASE_MULTIPLIER, "points": 5, "multiplier": Decimal(2)}, "points"),
         ({"points": 0}, "points"),
         ({"multiplier": Decimal(2)}, "multiplier"),
-        ({"starts_at": T0, "ends_at": T0}, "endDate"),
         ({"type": CampaignType.SIGNUP_BONUS, "conditions": Conditions(min_amount=Decimal(1))}, "conditions.minAmount"),
         ({"conditions": Conditions(milestones=frozenset({500}))}, "conditions.milestones"),
         (
@@ -197,6 +196,12 @@ def test_a_campaign_that_breaks_a_rule_is_refused_naming_the_field(kw: dict[str,
     with pytest.raises(InvalidInput) as refused:
         campaign(**kw)
     assert refused.value.field == field
+
+
+def test_an_end_not_after_the_start_is_a_rule_violation_naming_end_date() -> None:
+    with pytest.raises(RuleViolation) as refused:
+        campaign(starts_at=T0, ends_at=T0)
+    assert refused.value.details == {"field": "endDate", "rule": "must be after startDate"}
 
 
 @settings(max_examples=200, deadline=None)

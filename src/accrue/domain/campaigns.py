@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal
 
 from accrue.domain.commands import Command
-from accrue.domain.errors import Conflict, InvalidInput
+from accrue.domain.errors import Conflict, InvalidInput, RuleViolation
 from accrue.domain.ledger import Reason, campaign_budget_account
 from accrue.domain.loyalty import MILESTONES, Tier
 
@@ -130,7 +130,10 @@ class Campaign:
             if when is not None and when.tzinfo is None:
                 raise InvalidInput(name, "must include a UTC offset")
         if self.starts_at is not None and self.ends_at is not None and self.ends_at <= self.starts_at:
-            raise InvalidInput("endDate", "must be after startDate")
+            # Each date is well-formed alone; together they break a rule (422, not 400).
+            raise RuleViolation(
+                "endDate: must be after startDate", details={"field": "endDate", "rule": "must be after startDate"}
+            )
         occasion = OCCASION_OF[self.type]
         c = self.conditions
         if occasion is not Occasion.PURCHASE:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from decimal import Decimal
 from importlib import resources
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker, TypeChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from accrue.domain import events
@@ -44,7 +45,7 @@ from accrue.domain.campaigns import (
     plan_awards,
     requested_points,
 )
-from accrue.domain.errors import Conflict, InvalidInput, NotFound
+from accrue.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from accrue.domain.ids import new_id
 from accrue.domain.ledger import Transfer
 from accrue.domain.loyalty import Tier, points_for
@@ -65,11 +66,48 @@ def campaign_schema() -> dict[str, Any]:
     return schema
 
 
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An RFC 3339 date-time (offset required) as an aware datetime; ValueError otherwise."""
+    if not RFC3339.match(value):
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time with an offset")
+    text = value.upper().replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Python keeps microseconds: cut longer fractions, keep the offset
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    return datetime.fromisoformat(text)  # refuses impossible dates (month 13, February 30)
+
+
+def _integer(checker: TypeChecker, instance: object) -> bool:
+    # JSON Schema: an integer is any number without a fraction, so 85.0 counts; our JSON numbers
+    # arrive as Decimal (never floats), which the library's own check would refuse.
+    if isinstance(instance, Decimal):
+        return instance.is_finite() and instance == instance.to_integral_value()
+    return bool(Draft202012Validator.TYPE_CHECKER.is_type(instance, "integer"))
+
+
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(instance: object) -> bool:
+    if isinstance(instance, str):
+        parse_timestamp(instance)
+    return True
+
+
 @functools.cache
 def _validator() -> Draft202012Validator:
     schema = campaign_schema()
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    validator_class = validators.extend(  # type: ignore[no-untyped-call]  # untyped in the stubs
+        Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _integer)
+    )
+    validator: Draft202012Validator = validator_class(schema, format_checker=_FORMATS)
+    return validator
 
 
 def _field(path: Iterable[Any], name: str | None = None) -> str:
@@ -98,10 +136,12 @@ def _as_invalid_input(error: ValidationError, document: Mapping[str, Any]) -> In
         allowed = set(schema.get("properties", {}))
         extra = sorted(k for k in instance if k not in allowed)
         return InvalidInput(_field(path, extra[0] if extra else None), "is not a known field")
+    if error.validator == "enum" and path and path[-1] == "currency":
+        return InvalidInput(_field(path), "must be an ISO 4217 currency code in capitals, such as USD")
     if error.validator == "enum":
         choices = ", ".join(str(v) for v in value)
         return InvalidInput(_field(path), f"must be one of {choices}")
-    if error.validator == "pattern" and path and path[-1] in ("startDate", "endDate"):
+    if error.validator == "format" or (error.validator == "pattern" and path and path[-1] in ("startDate", "endDate")):
         return InvalidInput(_field(path), "must be an RFC 3339 date-time with an offset, e.g. 2025-11-24T00:00:00Z")
     if error.validator == "type":
         return InvalidInput(_field(path), _TYPE_RULES.get(str(value), f"must be of type {value}"))
@@ -155,16 +195,20 @@ def _decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(repr(value) if isinstance(value, float) else str(value))
 
 
+def _whole(value: Any) -> int | None:
+    """A schema-checked integer (``5``, ``5.0`` or ``5e0`` in the JSON) as an int."""
+    return None if value is None else int(value)
+
+
 def _timestamp(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parse_timestamp(value).astimezone(UTC)
     except ValueError:
-        raise InvalidInput(name, "is not a valid date-time") from None
-    if parsed.tzinfo is None:
-        raise InvalidInput(name, "must include a UTC offset")
-    return parsed.astimezone(UTC)
+        raise InvalidInput(name, "must be an RFC 3339 date-time with an offset, e.g. 2025-11-24T00:00:00Z") from None
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is after the last instant we can store
+        raise RuleViolation(f"{name}: is out of range", details={"field": name, "rule": "is out of range"}) from None
 
 
 def campaign_from_definition(document: object, *, campaign_id: str, created_at: datetime) -> Campaign:
@@ -192,7 +236,9 @@ def campaign_from_definition(document: object, *, campaign_id: str, created_at: 
         ends_at=_timestamp(doc.get("endDate"), "endDate"),
         priority=int(doc.get("priority", 0)),
         exclusive=bool(doc.get("exclusive", False)),
-        budget=Budget(total_points=budget.get("totalPoints"), per_member_points=budget.get("perMemberPoints")),
+        budget=Budget(
+            total_points=_whole(budget.get("totalPoints")), per_member_points=_whole(budget.get("perMemberPoints"))
+        ),
         description=str(doc.get("description", "")),
     )
 

@@ -175,6 +175,9 @@ class ErasureReport:
     blobs_deleted: int
     # Where a personal value is still stored after erasure (should be empty; see remaining()).
     retained: list[str]
+    # False when readers kept the store from dropping the old copies at once (SQLite: the WAL is
+    # truncated at the next checkpoint instead).
+    storage_purged: bool = True
 
 
 def mentioning_blobs(blobs: BlobStore, prefixes: Iterable[str], subject: ErasureSubject) -> list[str]:
@@ -205,7 +208,7 @@ def erase_member(
     uow: UnitOfWork,
     blobs: BlobStore,
     uow_factory: UowFactory,
-    purge_freed_storage: Callable[[], object],
+    purge_freed_storage: Callable[[], bool],
     gdpr_registry: PersonalDataRegistry | None = None,
 ) -> ErasureReport:
     chosen = gdpr_registry or registry
@@ -231,10 +234,10 @@ def erase_member(
     uow.emit(MemberErased(user_id=member.user_id, blob_keys=tuple(keys)))
     uow.commit()
     deleted = delete_blobs(blobs, keys)
-    purge_freed_storage()
+    purged = purge_freed_storage()
     with uow_factory(readonly=True) as check:
         retained = check.personal_data.remaining(subject)
-    return ErasureReport(member.user_id, False, records, deleted, retained)
+    return ErasureReport(member.user_id, False, records, deleted, retained, purged)
 
 
 def delete_erased_member_blobs(event: MemberErased, uow: UnitOfWork, blobs: BlobStore) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -67,8 +67,14 @@ def _campaign(row: sqlite3.Row) -> Campaign:
     )
 
 
-def _opt_iso(value: Any) -> str | None:
-    return iso(value) if value is not None else None
+def _utc(value: datetime) -> str:
+    """Like ``codec.iso`` (UTC, microseconds, ``Z``) with a four-digit year for every year, so that
+    campaign dates before 1000 still parse and still sort in time order."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _opt_iso(value: datetime | None) -> str | None:
+    return _utc(value) if value is not None else None
 
 
 class SqliteCampaignRepository(CampaignRepository):
@@ -111,7 +117,7 @@ class SqliteCampaignRepository(CampaignRepository):
         )
 
     def running(self, occasion: Occasion, at: datetime) -> list[Campaign]:
-        when = iso(at)
+        when = _utc(at)
         rows = self.conn.execute(
             "SELECT * FROM campaigns WHERE occasion = ? AND (starts_at IS NULL OR starts_at <= ?) "
             "AND (ends_at IS NULL OR ends_at > ?) AND (ended_at IS NULL OR ended_at > ?)",

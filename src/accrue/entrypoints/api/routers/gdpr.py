@@ -47,6 +47,9 @@ class ErasureOut(ResponseModel):
     retained: list[str] = Field(
         description="table.column where a personal value is still stored (empty unless something is wrong)"
     )
+    storage_purged: bool = Field(
+        description="false when open readers delayed dropping the old copies from disk to the next checkpoint"
+    )
 
 
 @api.get("/users/{userId}/export", response_model=Envelope[MemberExport])
@@ -71,5 +74,6 @@ def erase(user_id: UserIdPath, app: App, principal: Admin) -> dict[str, object]:
             records=report.records,
             blobs_deleted=report.blobs_deleted,
             retained=report.retained,
+            storage_purged=report.storage_purged,
         )
     )
