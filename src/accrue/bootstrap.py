@@ -180,9 +180,6 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         "gdpr_registry": gdpr_registry,
         # Erased bytes must leave the SQLite file (WAL frames); DynamoDB deletes for good by itself.
         "purge_freed_storage": (lambda: purge_sqlite_storage(database)) if database is not None else (lambda: True),
-        "gdpr_registry": gdpr_registry,
-        # Erased bytes must leave the SQLite file (WAL frames); DynamoDB deletes for good by itself.
-        "purge_freed_storage": (lambda: purge_sqlite_storage(database)) if database is not None else (lambda: None),
         "referral_velocity": VelocityRule(
             max_signups=settings.referral_velocity_max_signups,
             window_seconds=settings.referral_velocity_window_seconds,
