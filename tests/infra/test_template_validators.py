@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import App, Stack, Validations
+from aws_cdk import aws_sqs as sqs
+from cdk_nag import AwsSolutionsChecks
 
 from accrue_infra import acknowledgements
-from accrue_infra.synth import Synthesis
+from accrue_infra.synth import FEATURE_FLAGS, VALIDATION_FAILED, VALIDATION_REPORT, Synthesis, nag_findings
 from accrue_infra.validators import (
     CFN_LINT_IGNORED,
     CheckovFailure,
@@ -30,6 +33,20 @@ MIN_REASON_WORDS = 15
 
 def test_cdk_nag_aws_solutions_has_no_unacknowledged_finding(synthesis: Synthesis) -> None:
     assert synthesis.findings == []
+
+
+def test_cdk_nag_as_configured_reports_a_violation_the_checks_would_see(tmp_path: Path) -> None:
+    # The same plugin and report reader on a queue without TLS enforcement: an empty finding list
+    # above means "nothing found", not "nothing ran".
+    app = App(outdir=str(tmp_path), context=FEATURE_FLAGS)
+    sqs.Queue(Stack(app, "Probe"), "Queue", dead_letter_queue=None)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    with pytest.raises(RuntimeError, match=VALIDATION_FAILED):
+        app.synth()
+
+    assert any(
+        f.startswith("AwsSolutions-SQS4 Probe/Queue/Resource") for f in nag_findings(tmp_path / VALIDATION_REPORT)
+    )
 
 
 def test_cdk_itself_attaches_no_warning_or_error_to_any_construct(synthesis: Synthesis) -> None:
