@@ -262,3 +262,23 @@ def test_the_audit_log_of_a_real_run_verifies(app: Application) -> None:
     settle(app)
     result = app.bus.query(verify_audit_log)
     assert result.ok and result.chain.checked >= 4 * 4
+
+
+def test_a_payment_moved_on_by_another_worker_meanwhile_is_looked_at_again_shortly(
+    app: Application, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores without one writer at a time (DynamoDB) can lose a version race; that is no error."""
+    from accrue.adapters.sqlite.payments import SqlitePaymentRepository
+    from accrue.domain.errors import ConcurrencyConflict
+
+    pay(app, "pay_race", "10.00")
+
+    def lost_race(self: SqlitePaymentRepository, payment: Payment) -> None:
+        raise ConcurrencyConflict(f"payment {payment.payment_id} changed concurrently; retry")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SqlitePaymentRepository, "save", lost_race)
+        outcome = parts(app).runner.run("pay_race")
+    assert isinstance(outcome, RunLater) and outcome.delay_seconds > 0
+    assert payment(app, "pay_race").status is PaymentStatus.PENDING  # nothing half-applied
+    assert parts(app).runner.run("pay_race") == Finished("processed")

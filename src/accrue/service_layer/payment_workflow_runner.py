@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from accrue.domain.audit import SYSTEM_ACTOR
+from accrue.domain.errors import ConcurrencyConflict
 from accrue.domain.payment_workflow import ANY_ERROR, PAYMENT_WORKFLOW, RetryPolicy, Step, Workflow
 from accrue.domain.payments import (
     Payment,
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # A definition that loops forever is a bug; stop a single run after this many steps.
 MAX_STEPS_PER_RUN = 50
+RACE_RETRY_SECONDS = 0.05
 
 
 def payment_transfer_id(payment_id: str) -> str:
@@ -149,11 +151,15 @@ class PaymentWorkflowRunner:
 
     def run(self, payment_id: str) -> Outcome:
         """Move the payment as far as it can go now."""
-        outcome: Outcome | _Claimed = self._advance(payment_id, None)
-        for _ in range(MAX_STEPS_PER_RUN):
-            if not isinstance(outcome, _Claimed):
-                return outcome
-            outcome = self._advance(payment_id, self._call(outcome))
+        try:
+            outcome: Outcome | _Claimed = self._advance(payment_id, None)
+            for _ in range(MAX_STEPS_PER_RUN):
+                if not isinstance(outcome, _Claimed):
+                    return outcome
+                outcome = self._advance(payment_id, self._call(outcome))
+        except ConcurrencyConflict:
+            # Another delivery moved this payment on at the same moment; look again shortly.
+            return RunLater(RACE_RETRY_SECONDS)
         raise RuntimeError(f"payment {payment_id}: the workflow did not settle after {MAX_STEPS_PER_RUN} steps")
 
     def _call(self, claimed: _Claimed) -> tuple[_Claimed, Any, PaymentWorkflowError | None]:
