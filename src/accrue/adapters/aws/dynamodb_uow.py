@@ -218,6 +218,31 @@ class Session:
             raise RuntimeError(f"item {write.key_tuple} is already written in this unit of work")
         self.writes[write.key_tuple] = write
 
+    def rewrite(
+        self,
+        key: keys.Key,
+        current: dict[str, Any],
+        change: Callable[[dict[str, Any]], None],
+        *,
+        condition: str | None = None,
+        values: dict[str, Any] | None = None,
+        names: dict[str, str] | None = None,
+        conflict: ConflictFactory | None = None,
+    ) -> None:
+        """Change an item read in this unit of work as a whole Put, so that two changes to one item
+        in one unit of work add up (the second changes the first one's staged item)."""
+        staged = self.staged(key)
+        if staged is not None and staged.action == "Put" and staged.item is not None:
+            change(staged.item)
+            return
+        if staged is not None:
+            raise RuntimeError(f"item {(key[PARTITION_KEY], key[SORT_KEY])} already has a pending update")
+        item = {k: v for k, v in current.items() if k not in (PARTITION_KEY, SORT_KEY)}
+        change(item)
+        self.stage(
+            Write("Put", key, item=item, condition=condition, values=values or {}, names=names or {}, conflict=conflict)
+        )
+
     def add_to(self, key: keys.Key, attribute: str, delta: int, group: str, *, must_exist: bool = True) -> None:
         """Add ``delta`` to a numeric attribute at commit. When ``observe`` saw its value in this unit
         of work, the write is guarded by that value (a budget check stays true at commit)."""

@@ -193,20 +193,20 @@ class SqsQueue(Queue):
         seen: set[str] = set()
         while True:
             received = self._receive(url, SQS_BATCH, 30, 0)
-            fresh = [m for m in received if m["MessageId"] not in seen]
-            if not fresh:
-                return False
-            for m in fresh:
-                seen.add(m["MessageId"])
+            fresh = False
+            for m in received:
                 if m["MessageId"] == message_id:
                     send_bodies(self.client, self.queue_url, [m["Body"]])
                     self.client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-                else:
-                    self.client.change_message_visibility(
-                        QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
-                    )
-            if message_id in seen:
-                return True
+                    return True
+                fresh = fresh or m["MessageId"] not in seen
+                seen.add(m["MessageId"])
+                # Not the one: visible again at once for the next look (and for other readers).
+                self.client.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+                )
+            if not fresh:
+                return False
 
     def counts(self) -> QueueCounts:
         names: Any = [

@@ -309,21 +309,27 @@ class DynamoWebhookDeliveryRepository(WebhookDeliveryRepository):
         listed = self._of_endpoint(endpoint_id)
         fresh = self.session.batch_get([keys.delivery(str(i["delivery_id"])) for i in listed])
         pending = [i for i in fresh if i["status"] == str(DeliveryStatus.PENDING)]
+
+        def fail(item: dict[str, Any]) -> None:
+            item.update(
+                {
+                    "status": str(DeliveryStatus.FAILED),
+                    "last_error": reason[:1000],
+                    "updated_at": keys.sortable_time(now),
+                }
+            )
+            for name in ("next_attempt_at", GSI2.partition_key, GSI2.sort_key):
+                item.pop(name, None)
+
         for item in pending:
-            self.session.stage(
-                Write(
-                    "Update",
-                    keys.delivery(str(item["delivery_id"])),
-                    update="SET #status = :failed, last_error = :reason, updated_at = :now "
-                    "REMOVE next_attempt_at, #gpk, #gsk",
-                    names={"#status": "status", "#gpk": GSI2.partition_key, "#gsk": GSI2.sort_key},
-                    values={
-                        ":failed": str(DeliveryStatus.FAILED),
-                        ":reason": reason[:1000],
-                        ":now": keys.sortable_time(now),
-                    },
-                ),
-                replace=True,
+            self.session.rewrite(
+                keys.delivery(str(item["delivery_id"])),
+                item,
+                fail,
+                condition="#status = :pending",
+                names={"#status": "status"},
+                values={":pending": str(DeliveryStatus.PENDING)},
+                conflict=lambda: ConcurrencyConflict("a delivery changed concurrently; retry"),
             )
         return len(pending)
 
@@ -342,19 +348,16 @@ class DynamoWebhookDeliveryRepository(WebhookDeliveryRepository):
         # Deliveries are listed per endpoint; erasure is rare, so it reads them all once (a scan).
         quoted = json.dumps(member_id)
         changed = 0
+
+        def erase(item: dict[str, Any]) -> None:
+            item["payload"] = ERASED_PAYLOAD
+            item.pop("member_id", None)
+
         for item in self.session.scan(
             FilterExpression="#e = :d AND (member_id = :m OR contains(payload, :q))",
             ExpressionAttributeNames={"#e": ENTITY},
             ExpressionAttributeValues={":d": "webhook_delivery", ":m": member_id, ":q": quoted},
         ):
-            self.session.stage(
-                Write(
-                    "Update",
-                    keys.delivery(str(item["delivery_id"])),
-                    update="SET payload = :erased REMOVE member_id",
-                    values={":erased": ERASED_PAYLOAD},
-                ),
-                replace=True,
-            )
+            self.session.rewrite(keys.delivery(str(item["delivery_id"])), item, erase)
             changed += 1
         return changed
