@@ -46,6 +46,20 @@ check: install
 test: install lint typecheck imports check infra-tools
 	env -u PYTHONDONTWRITEBYTECODE ACCRUE_INFRA_TOOLS_REQUIRED=1 $(BIN)/pytest -q
 
+# -- Benchmarks (docs/PERFORMANCE.md). `bench` runs them all; each feature adds its own target as
+# a prerequisite of `bench`. wrk, the HTTP load generator, comes from Debian.
+.PHONY: bench bench-deps bench-ledger bench-api
+bench: bench-ledger bench-api
+
+bench-deps:
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+
+bench-ledger: install
+	$(BIN)/python bench/ledger_bench.py
+
+bench-api: install bench-deps
+	$(BIN)/python bench/api_bench.py
+
 clean:
 	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache .pytest_cache .hypothesis cdk.out
 	rm -rf $(CHECKOV_VENV) infra/node_modules build

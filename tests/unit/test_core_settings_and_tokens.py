@@ -102,3 +102,14 @@ def test_a_token_bucket_allows_the_burst_then_one_request_per_refill(monkeypatch
     assert bucket.take("a") > 0
     clock[0] += 60  # never more than the burst saved up
     assert [bucket.take("a") for _ in range(4)][-1] > 0
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = issue_token(SECRET, sub="user-2", role="service", ttl_seconds=60)
+    assert decode_token(SECRET, token).sub == "user-2"  # verified and remembered
+    later = time.time() + 120
+    monkeypatch.setattr("accrue.entrypoints.api.security.time.time", lambda: later)
+    with pytest.raises(ApiError) as raised:
+        decode_token(SECRET, token)
+    assert raised.value.status_code == 401
+    assert "expired" in raised.value.message

@@ -3,102 +3,299 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import queue
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any, TypeVar
 
 MIGRATIONS_PACKAGE = "accrue.adapters.sqlite.migrations"
+T = TypeVar("T")
+
+
+class GroupCommitFailed(sqlite3.OperationalError):
+    """The shared transaction this write was part of could not be committed: nothing was written."""
+
+
+class _Group:
+    """One SQLite transaction shared by the writes that ran while it was open."""
+
+    __slots__ = ("done", "error", "started", "units")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.started = time.monotonic()
+        self.units = 0
+
+
+class WriteUnit:
+    """One atomic write (a savepoint) inside the shared transaction; see ``Database.begin_write``."""
+
+    __slots__ = ("_db", "conn", "group", "name", "outermost")
+
+    def __init__(self, db: Database, conn: sqlite3.Connection, name: str, group: _Group, outermost: bool) -> None:
+        self._db = db
+        self.conn = conn
+        self.name = name
+        self.group = group
+        self.outermost = outermost
+
+    def commit(self) -> None:
+        """Keep the unit's writes; returns once they are durable (raises if the group failed)."""
+        self._db._end(self, keep=True)
+
+    def rollback(self) -> None:
+        """Undo the unit's writes only."""
+        self._db._end(self, keep=False)
 
 
 class Database:
-    """One SQLite file. A connection per thread; one writer at a time inside this process.
+    """One SQLite file: a reading connection per thread, and one writing connection shared by all
+    threads of this process, one writer at a time.
 
-    SQLite allows one writer per file. Serialising writers in-process with a lock (instead of
-    letting threads spin in SQLite's busy handler) keeps latency flat under contention; other
-    processes (a CLI import next to the server) still coordinate through ``busy_timeout``.
+    **Group commit.** Concurrent writers share SQLite transactions: each write is a savepoint
+    (atomic on its own, isolated because writers take turns), and the transaction is committed -
+    one fsync - when no other writer is queued (or the group is big or old enough). A writer gets
+    control back only after the commit that made its write durable; if that commit fails, every
+    writer of the group gets the error and none of their writes exist. With one writer at a time
+    this is exactly one transaction per write.
+
+    Serialising writers in-process with a lock (instead of letting threads spin in SQLite's busy
+    handler) keeps latency flat under contention; other processes (a CLI import next to the server)
+    still coordinate through ``busy_timeout``.
     """
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 30_000,
+        group_max_units: int = 64,
+        group_max_seconds: float = 0.005,
+    ):
         self.path = str(path)
         self.synchronous = synchronous.upper()
         if self.synchronous not in {"FULL", "NORMAL", "EXTRA"}:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.busy_timeout_ms = busy_timeout_ms
+        self.group_max_units = group_max_units
+        self.group_max_seconds = group_max_seconds
         self.write_lock = threading.RLock()
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._group: _Group | None = None
+        self._queued = 0
+        self._queued_lock = threading.Lock()
+        self._savepoints = itertools.count()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._jobs_lock = threading.Lock()
+        self._writer_thread: threading.Thread | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
 
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Zero deleted and overwritten content (GDPR erasure): with it off, old copies of a row
+        # linger in free space of its page. Debian builds default to ON; others may not.
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -65536")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
     def connection(self) -> sqlite3.Connection:
+        """This thread's reading connection (it sees committed data only)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            # Zero deleted and overwritten content (GDPR erasure): with it off, old copies of a row
-            # linger in free space of its page. Debian builds default to ON; others may not.
-            conn.execute("PRAGMA secure_delete = ON")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA cache_size = -65536")
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._connect()
         return conn
+
+    def writing(self) -> bool:
+        """True while this thread holds an open write unit."""
+        return bool(getattr(self._local, "depth", 0))
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """The shared writing connection; only for the thread that holds an open write unit."""
+        if not self.writing() or self._writer is None:
+            raise RuntimeError("no write unit is open on this thread")
+        return self._writer
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def begin_write(self) -> WriteUnit:
+        """Open an atomic write: a savepoint in the shared transaction (opened if none is).
+
+        End it with ``commit()`` or ``rollback()`` on the same thread. Units opened while this
+        thread already holds one nest inside it (and become durable with it).
+        """
+        depth: int = getattr(self._local, "depth", 0)
+        outermost = depth == 0
+        if outermost:
+            with self._queued_lock:
+                self._queued += 1
+            try:
+                self.write_lock.acquire()
+            finally:
+                with self._queued_lock:
+                    self._queued -= 1
+        try:
+            if self._writer is None:
+                self._writer = self._connect()
+            conn = self._writer
+            group = self._group
+            if group is None:
+                conn.execute("BEGIN IMMEDIATE")
+                group = self._group = _Group()
+            name = f"w{next(self._savepoints)}"
+            conn.execute(f"SAVEPOINT {name}")
+        except BaseException:
+            if outermost:
+                self._finish_group(force=True)
+            raise
+        if outermost:
+            group.units += 1
+        self._local.depth = depth + 1
+        return WriteUnit(self, conn, name, group, outermost)
+
+    def _end(self, unit: WriteUnit, *, keep: bool) -> None:
+        conn = unit.conn
+        self._local.depth -= 1
+        try:
+            if conn.in_transaction:
+                if not keep:
+                    conn.execute(f"ROLLBACK TO {unit.name}")
+                conn.execute(f"RELEASE {unit.name}")
+            elif unit.group.error is None:
+                # An error (disk full, I/O) ended the shared transaction: what the group held is lost.
+                unit.group.error = sqlite3.OperationalError("the shared transaction was aborted by an error")
+        except BaseException as exc:  # noqa: BLE001 - whatever failed, the group must not commit
+            unit.group.error = unit.group.error or exc
+        if unit.outermost:
+            self._finish_group(force=False)
+            if not keep:
+                return  # nothing of this unit is left to wait for
+            unit.group.done.wait()
+            if unit.group.error is not None:
+                raise GroupCommitFailed(f"the write was not committed: {unit.group.error}") from unit.group.error
+
+    def _finish_group(self, *, force: bool) -> None:
+        """Called by an outermost writer holding the lock: commit now, or leave it to the next one."""
+        group = self._group
+        try:
+            if group is None:
+                return
+            with self._queued_lock:
+                others_queued = self._queued > 0
+            young = time.monotonic() - group.started < self.group_max_seconds
+            if not force and group.error is None and others_queued and young and group.units < self.group_max_units:
+                return  # the next writer in line commits (or hands on) after its own write
+            self._group = None
+            conn = self._writer
+            assert conn is not None
+            try:
+                if group.error is None:
+                    conn.execute("COMMIT")
+            except BaseException as exc:  # noqa: BLE001 - told to every writer of the group
+                group.error = exc
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                group.done.set()
+        finally:
+            self.write_lock.release()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: in-process lock, then BEGIN IMMEDIATE; commit or roll back."""
-        conn = self.connection()
-        with self.write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """One atomic write on the shared connection; durable when the block exits without error."""
+        unit = self.begin_write()
+        try:
+            yield unit.conn
+        except BaseException:
+            unit.rollback()
+            raise
+        unit.commit()
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        """Run ``job`` (which opens units of work) on this database's writer thread.
+
+        The writer thread takes every job queued meanwhile (up to ``group_max_units``) and runs them
+        in one transaction, each job a savepoint of its own: a job that raises undoes only its own
+        writes. The future completes once the job's writes are durable (or with its exception, or
+        with ``GroupCommitFailed`` if the shared commit failed). Callers in an event loop await
+        ``asyncio.wrap_future(...)``: no thread per request, no queue of threads on the lock.
+        """
+        future: Future[T] = Future()
+        with self._jobs_lock:
+            if self._writer_thread is None:
+                self._writer_thread = threading.Thread(target=self._run_jobs, name="sqlite-writer", daemon=True)
+                self._writer_thread.start()
+            self._jobs.put((job, future))
+        return future
+
+    def _run_jobs(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.group_max_units:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.group():
+                for job, _ in batch:
+                    unit = self.begin_write()
+                    try:
+                        result = job()
+                    except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
+                        unit.rollback()
+                        outcomes.append((False, exc))
+                    else:
+                        unit.commit()
+                        outcomes.append((True, result))
+        except BaseException as exc:  # noqa: BLE001 - the shared commit failed: every job failed
+            failure = exc if isinstance(exc, GroupCommitFailed) else GroupCommitFailed(str(exc))
+            outcomes = [(False, failure)] * len(batch)
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """One SQLite transaction around several units of work opened on this thread meanwhile.
-
-        Each unit of work inside becomes a savepoint: its commit releases it, its rollback undoes
-        only its own writes. Everything becomes durable at once when the group ends (one fsync
-        instead of one per unit of work); if the group fails, none of it happened.
-        """
-        conn = self.connection()
-        if conn.in_transaction:
-            raise RuntimeError("a transaction is already open on this thread")
-        with self.write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            self._local.group = True
-            try:
-                yield
-            except BaseException:
-                if conn.in_transaction:  # some errors (disk full, I/O) end the transaction themselves
-                    conn.execute("ROLLBACK")
-                raise
-            else:
-                try:
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                self._local.group = False
-
-    def in_group(self) -> bool:
-        """True while this thread is inside ``group()``."""
-        return bool(getattr(self._local, "group", False))
+        """Several units of work on this thread as one outer unit: each inner one is atomic on its
+        own, all become durable together, and if the block raises none of them happened."""
+        with self.write():
+            yield
 
     def migrate(self) -> list[str]:
         """Apply every migration not yet applied, each in its own transaction. Returns the new ones."""
@@ -134,9 +331,17 @@ class Database:
         return done
 
     def close(self) -> None:
+        with self._jobs_lock:
+            thread, self._writer_thread = self._writer_thread, None
+            if thread is not None:
+                self._jobs.put(None)
+        if thread is not None:
+            thread.join(10)
         with self._all_lock:
             for conn in self._all:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()
         self._local = threading.local()
+        self._writer = None
+        self._group = None

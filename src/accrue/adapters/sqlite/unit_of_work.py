@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import event_payload
-from accrue.adapters.sqlite.database import Database
+from accrue.adapters.sqlite.database import Database, WriteUnit
 from accrue.adapters.sqlite.gdpr import SqlitePersonalDataRepository
 from accrue.adapters.sqlite.payments import (
     SqliteAuditLogRepository,
@@ -71,28 +71,22 @@ class SqliteUnitOfWork(UnitOfWork):
         # The application's clock (outbox due times must agree with the worker's notion of now).
         self.clock = clock or (lambda: datetime.now(UTC))
         self.conn: sqlite3.Connection | None = None
-        self._locked = False
-        # Set inside Database.group(): this unit of work is a savepoint of the group's transaction.
-        self._savepoint: str | None = None
+        # A write unit of work is a savepoint of the database's shared (group-committed) transaction.
+        self._unit: WriteUnit | None = None
+        self._reading = False
 
     def __enter__(self) -> SqliteUnitOfWork:
-        conn = self.db.connection()
-        self._savepoint = None
-        if self.db.in_group():
-            self._savepoint = f"uow_{id(self):x}"
-            conn.execute(f"SAVEPOINT {self._savepoint}")
-        elif conn.in_transaction:
-            raise RuntimeError("a unit of work is already open on this thread")
-        elif self.readonly:
-            conn.execute("BEGIN")
+        if self.readonly:
+            if self.db.writing():
+                # Inside this thread's own write: read through it, to see what it wrote so far.
+                conn = self.db.writer_connection()
+            else:
+                conn = self.db.connection()
+                conn.execute("BEGIN")
+                self._reading = True
         else:
-            self.db.write_lock.acquire()
-            self._locked = True
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self._release()
-                raise
+            self._unit = self.db.begin_write()
+            conn = self._unit.conn
         self.conn = conn
         self.members = SqliteMemberRepository(conn)
         self.ledger = SqliteLedgerRepository(conn)
@@ -134,9 +128,9 @@ class SqliteUnitOfWork(UnitOfWork):
         wrote_outbox = bool(rows)
         if rows:
             self.outbox.add_many(rows, self.clock())
-        self.conn.execute(f"RELEASE {self._savepoint}" if self._savepoint else "COMMIT")
-        self.conn = None
-        self._release()
+        unit, self._unit, self.conn = self._unit, None, None
+        assert unit is not None
+        unit.commit()  # returns once durable
         if wrote_outbox and self.on_commit is not None:
             self.on_commit()
 
@@ -148,20 +142,13 @@ class SqliteUnitOfWork(UnitOfWork):
         return [h for h in handlers if self.interested(h, event_name, self)]
 
     def rollback(self) -> None:
-        if self.conn is not None:
-            if self._savepoint is not None:
-                if self.conn.in_transaction:  # else the error already ended the group's transaction
-                    self.conn.execute(f"ROLLBACK TO {self._savepoint}")
-                    self.conn.execute(f"RELEASE {self._savepoint}")
-            elif self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            self.conn = None
-        self._release()
-
-    def _release(self) -> None:
-        if self._locked:
-            self._locked = False
-            self.db.write_lock.release()
+        unit, self._unit = self._unit, None
+        if unit is not None:
+            unit.rollback()
+        elif self._reading and self.conn is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._reading = False
+        self.conn = None
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 
 from accrue.entrypoints.api.errors import error_response, to_response
 from accrue.entrypoints.api.security import decode_token
+from accrue.entrypoints.api.writes import run_write
 from accrue.ports import InProgress, Mismatch, Replay
 
 HEADER = "Idempotency-Key"
@@ -59,7 +59,7 @@ class IdempotentRoute(APIRoute):
                 request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
             ).hexdigest()
             store = application.idempotency
-            outcome = await run_in_threadpool(store.begin, scope, key, digest, application.clock())
+            outcome = await run_write(application, lambda: store.begin(scope, key, digest, application.clock()))
             if isinstance(outcome, Replay):
                 return Response(
                     content=outcome.body,
@@ -86,10 +86,12 @@ class IdempotentRoute(APIRoute):
                 response = to_response(exc)
             if response.status_code >= 500 or response.status_code == 429:
                 # Nothing was applied (or we cannot tell): let the client retry with the same key.
-                await run_in_threadpool(store.release, scope, key)
+                await run_write(application, lambda: store.release(scope, key))
                 return response
             content = bytes(response.body)
-            await run_in_threadpool(store.complete, scope, key, response.status_code, content, application.clock())
+            await run_write(
+                application, lambda: store.complete(scope, key, response.status_code, content, application.clock())
+            )
             return response
 
         return handler

@@ -9,6 +9,9 @@ from fastapi import APIRouter, Request
 from accrue.bootstrap import Application
 from accrue.entrypoints.api.idempotency import IdempotentRoute
 from accrue.entrypoints.api.schemas import ErrorEnvelope
+from accrue.entrypoints.api.writes import run_write
+
+__all__ = ["ERROR_RESPONSES", "application", "router", "run_write"]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": text}
@@ -30,6 +33,7 @@ def router(**kwargs: Any) -> APIRouter:
     return APIRouter(route_class=IdempotentRoute, responses=ERROR_RESPONSES, **kwargs)
 
 
-def application(request: Request) -> Application:
+async def application(request: Request) -> Application:
+    """The application (a coroutine: a plain ``def`` dependency would cost a thread hop)."""
     app: Application = request.app.state.application
     return app

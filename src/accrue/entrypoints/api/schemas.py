@@ -10,6 +10,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import email_validator
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
+from starlette.responses import Response
 
 from accrue.domain.currencies import MINOR_UNITS
 
@@ -49,6 +50,17 @@ class ErrorEnvelope(BaseModel):
 
 def ok(data: Any) -> dict[str, Any]:
     return {"success": True, "data": data}
+
+
+def ok_json(data: BaseModel, status_code: int = 200) -> Response:
+    """The success envelope around an already validated model, serialised once by pydantic-core.
+
+    Returning a Response skips FastAPI's second validation of the result and its pure-Python JSON
+    encoding (a third of the CPU of a small write request). The route's ``response_model`` still
+    documents the body; the schemathesis suite checks that they agree.
+    """
+    body = b'{"success":true,"data":' + data.model_dump_json(by_alias=True).encode() + b"}"
+    return Response(content=body, status_code=status_code, media_type="application/json")
 
 
 # -- shared field types: the JSON schema of each says exactly what the validator accepts -----------

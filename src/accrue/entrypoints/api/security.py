@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import threading
 import time
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import jwt
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from accrue.entrypoints.api.errors import ApiError
 
@@ -37,18 +38,31 @@ def issue_token(secret: str, *, sub: str, role: Role | str, ttl_seconds: int = 3
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
+LEEWAY_SECONDS = 5
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(secret: str, token: str) -> tuple[Principal, float]:
+    """Signature, claims and role checked once per token (a client sends the same token many
+    times); only a valid token is remembered, with its expiry, which is checked on every use."""
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=["HS256"],
+        options={"require": ["sub", "role", "exp"]},
+        leeway=LEEWAY_SECONDS,
+    )
+    return Principal(sub=str(claims["sub"]), role=Role(claims["role"])), float(claims["exp"])
+
+
 def decode_token(secret: str, token: str) -> Principal:
     try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=["HS256"],
-            options={"require": ["sub", "role", "exp"]},
-            leeway=5,
-        )
-        return Principal(sub=str(claims["sub"]), role=Role(claims["role"]))
+        principal, expires = _verified(secret, token)
     except (jwt.PyJWTError, ValueError) as exc:
         raise ApiError(401, f"invalid bearer token: {exc}", headers={"WWW-Authenticate": "Bearer"}) from None
+    if time.time() > expires + LEEWAY_SECONDS:
+        raise ApiError(401, "invalid bearer token: Signature has expired", headers={"WWW-Authenticate": "Bearer"})
+    return principal
 
 
 class TokenBucket:
@@ -73,17 +87,10 @@ class TokenBucket:
             return (1 - tokens) / self.rate
 
 
-_bearer = HTTPBearer(auto_error=False, description="JWT (HS256) with claims sub, role, exp")
-
-
-def authenticate(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiError(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+def authenticate(request: Request, token: str) -> Principal:
+    """The caller behind a bearer token, within its rate limit."""
     application = request.app.state.application
-    principal = decode_token(application.settings.jwt_secret, credentials.credentials)
+    principal = decode_token(application.settings.jwt_secret, token)
     limiter: TokenBucket | None = request.app.state.rate_limiter
     if limiter is not None:
         wait = limiter.take(principal.sub)
@@ -98,19 +105,32 @@ def authenticate(
     return principal
 
 
-def require(*roles: Role):  # type: ignore[no-untyped-def]
-    """A dependency that authenticates and then checks the role."""
-    allowed = frozenset(roles)
+class BearerRoles(HTTPBearer):
+    """The bearer-token security scheme (``HTTPBearer`` in OpenAPI) that also authenticates, applies
+    the rate limit and checks the role, as one dependency.
 
-    def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if principal.role not in allowed:
+    One dependency rather than a chain of four: FastAPI's cost per dependency was a quarter of the
+    CPU of a small request. A coroutine, because FastAPI runs a plain ``def`` dependency in the
+    thread pool (a thread hop per dependency per request).
+    """
+
+    def __init__(self, *roles: Role) -> None:
+        super().__init__(auto_error=False, scheme_name="HTTPBearer", description=BEARER_DESCRIPTION)
+        self.allowed = frozenset(roles)
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        principal = authenticate(request, token.strip())
+        if principal.role not in self.allowed:
             raise ApiError(403, f"role '{principal.role}' may not do this")
         return principal
 
-    return check
 
+BEARER_DESCRIPTION = "JWT (HS256) with claims sub, role, exp"
 
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
-Writer = Annotated[Principal, Depends(require(Role.ADMIN, Role.SERVICE))]
-Reader = Annotated[Principal, Depends(require(Role.ADMIN, Role.SERVICE, Role.MEMBER))]
-AdminOrMember = Annotated[Principal, Depends(require(Role.ADMIN, Role.MEMBER))]
+Admin = Annotated[Principal, Depends(BearerRoles(Role.ADMIN))]
+Writer = Annotated[Principal, Depends(BearerRoles(Role.ADMIN, Role.SERVICE))]
+Reader = Annotated[Principal, Depends(BearerRoles(Role.ADMIN, Role.SERVICE, Role.MEMBER))]
+AdminOrMember = Annotated[Principal, Depends(BearerRoles(Role.ADMIN, Role.MEMBER))]

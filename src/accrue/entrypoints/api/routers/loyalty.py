@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
+from starlette.responses import Response
 
 from accrue.bootstrap import Application
 from accrue.domain import commands
 from accrue.domain.errors import NotFound
 from accrue.domain.members import Member
+from accrue.domain.orders import Order
 from accrue.entrypoints.api import presenters, schemas
-from accrue.entrypoints.api.routing import application, router
-from accrue.entrypoints.api.schemas import Envelope, ok
+from accrue.entrypoints.api.routing import application, router, run_write
+from accrue.entrypoints.api.schemas import Envelope, ok_json
 from accrue.entrypoints.api.security import AdminOrMember, Principal, Reader, Role, Writer
+from accrue.service_layer.handlers import RedeemResult, TransactionResult
 
 api = router()
 App = Annotated[Application, Depends(application)]
@@ -33,11 +36,10 @@ def _visible_member(app: Application, principal: Principal, user_id: str) -> Mem
 
 
 @api.post("/users", status_code=201, response_model=Envelope[schemas.UserCreated], tags=["users"])
-def create_user(body: schemas.CreateUserRequest, app: App, principal: Writer) -> dict[str, object]:
-    member = app.bus.handle(
-        commands.CreateMember(email=str(body.email), name=body.name, phone=body.phone, user_id=body.user_id)
-    )
-    return ok(
+async def create_user(body: schemas.CreateUserRequest, app: App, principal: Writer) -> Response:
+    command = commands.CreateMember(email=str(body.email), name=body.name, phone=body.phone, user_id=body.user_id)
+    member: Member = await run_write(app, lambda: app.bus.handle(command))
+    return ok_json(
         schemas.UserCreated(
             user_id=member.user_id,
             email=member.email,
@@ -45,26 +47,26 @@ def create_user(body: schemas.CreateUserRequest, app: App, principal: Writer) ->
             tier=str(member.tier),
             referral_code=member.referral_code or None,
             created_at=member.created_at,
-        )
+        ),
+        status_code=201,
     )
 
 
 @api.get("/users/{userId}", response_model=Envelope[schemas.User], tags=["users"])
-def get_user(user_id: UserIdPath, app: App, principal: Reader) -> dict[str, object]:
-    return ok(presenters.user(_visible_member(app, principal, user_id)))
+def get_user(user_id: UserIdPath, app: App, principal: Reader) -> Response:
+    return ok_json(presenters.user(_visible_member(app, principal, user_id)))
 
 
 @api.post("/transactions", response_model=Envelope[schemas.TransactionResponse], tags=["points"])
-def post_transaction(body: schemas.TransactionRequest, app: App, principal: Writer) -> dict[str, object]:
-    result = app.bus.handle(
-        commands.RecordTransaction(
-            member_id=body.member_id,
-            amount=body.transaction_amount,
-            transaction_type=body.transaction_type,
-            email=str(body.email) if body.email else None,
-        )
+async def post_transaction(body: schemas.TransactionRequest, app: App, principal: Writer) -> Response:
+    command = commands.RecordTransaction(
+        member_id=body.member_id,
+        amount=body.transaction_amount,
+        transaction_type=body.transaction_type,
+        email=str(body.email) if body.email else None,
     )
-    return ok(
+    result: TransactionResult = await run_write(app, lambda: app.bus.handle(command))
+    return ok_json(
         schemas.TransactionResponse(
             transaction_id=result.transaction_id,
             points_earned=result.points_earned,
@@ -75,20 +77,18 @@ def post_transaction(body: schemas.TransactionRequest, app: App, principal: Writ
 
 
 @api.post("/orders", status_code=201, response_model=Envelope[schemas.OrderOut], tags=["orders"])
-def create_order(body: schemas.CreateOrderRequest, app: App, principal: Writer) -> dict[str, object]:
-    order = app.bus.handle(
-        commands.CreateOrder(
-            user_id=body.user_id,
-            amount=body.amount,
-            currency=body.currency,
-            order_id=body.order_id,
-            items=tuple(
-                commands.OrderItem(sku=i.sku, quantity=i.quantity, price=i.price, category=i.category)
-                for i in body.items
-            ),
-        )
+async def create_order(body: schemas.CreateOrderRequest, app: App, principal: Writer) -> Response:
+    command = commands.CreateOrder(
+        user_id=body.user_id,
+        amount=body.amount,
+        currency=body.currency,
+        order_id=body.order_id,
+        items=tuple(
+            commands.OrderItem(sku=i.sku, quantity=i.quantity, price=i.price, category=i.category) for i in body.items
+        ),
     )
-    return ok(presenters.order(order))
+    order: Order = await run_write(app, lambda: app.bus.handle(command))
+    return ok_json(presenters.order(order), status_code=201)
 
 
 @api.get("/orders", response_model=Envelope[schemas.OrderPage], tags=["orders"])
@@ -99,19 +99,19 @@ def list_orders(
     status: Annotated[str | None, Query(min_length=1, max_length=32, pattern=r"^[a-z_]+$")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
-) -> dict[str, object]:
+) -> Response:
     if principal.role is Role.MEMBER:
         if user_id is not None and user_id != principal.sub:
             raise NotFound(f"user {user_id} not found")
         user_id = principal.sub
     page = app.bus.query(lambda uow: uow.orders.list(user_id, status, limit, cursor))
-    return ok(schemas.OrderPage(orders=[presenters.order(o) for o in page.items], next_cursor=page.next_cursor))
+    return ok_json(schemas.OrderPage(orders=[presenters.order(o) for o in page.items], next_cursor=page.next_cursor))
 
 
 @api.get("/points/{userId}", response_model=Envelope[schemas.PointsOut], tags=["points"])
-def get_points(user_id: UserIdPath, app: App, principal: Reader) -> dict[str, object]:
+def get_points(user_id: UserIdPath, app: App, principal: Reader) -> Response:
     member = _visible_member(app, principal, user_id)
-    return ok(
+    return ok_json(
         schemas.PointsOut(
             user_id=member.user_id,
             balance=member.balance,
@@ -122,12 +122,10 @@ def get_points(user_id: UserIdPath, app: App, principal: Reader) -> dict[str, ob
 
 
 @api.get("/points/{userId}/history", response_model=Envelope[schemas.HistoryPage], tags=["points"])
-def get_history(
-    user_id: UserIdPath, app: App, principal: Reader, limit: Limit = 20, cursor: Cursor = None
-) -> dict[str, object]:
+def get_history(user_id: UserIdPath, app: App, principal: Reader, limit: Limit = 20, cursor: Cursor = None) -> Response:
     _visible_member(app, principal, user_id)
     page = app.bus.query(lambda uow: uow.ledger.history(user_id, limit, cursor))
-    return ok(
+    return ok_json(
         schemas.HistoryPage(
             user_id=user_id,
             history=[presenters.history_entry(t) for t in page.items],
@@ -137,10 +135,16 @@ def get_history(
 
 
 @api.post("/points/{userId}/redeem", response_model=Envelope[schemas.RedeemResponse], tags=["points"])
-def redeem(user_id: UserIdPath, body: schemas.RedeemRequest, app: App, principal: AdminOrMember) -> dict[str, object]:
-    _visible_member(app, principal, user_id)
-    result = app.bus.handle(commands.RedeemPoints(user_id=user_id, points=body.points, reason=body.reason))
-    return ok(
+async def redeem(user_id: UserIdPath, body: schemas.RedeemRequest, app: App, principal: AdminOrMember) -> Response:
+    command = commands.RedeemPoints(user_id=user_id, points=body.points, reason=body.reason)
+
+    def work() -> RedeemResult:
+        _visible_member(app, principal, user_id)
+        result: RedeemResult = app.bus.handle(command)
+        return result
+
+    result = await run_write(app, work)
+    return ok_json(
         schemas.RedeemResponse(
             transaction_id=result.transaction_id,
             points_redeemed=result.points_redeemed,
@@ -156,13 +160,13 @@ def list_notifications(
     user_id: UserIdQuery = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> dict[str, object]:
+) -> Response:
     if principal.role is Role.MEMBER:
         if user_id is not None and user_id != principal.sub:
             raise NotFound(f"user {user_id} not found")
         user_id = principal.sub
     page = app.bus.query(lambda uow: uow.notifications.list(user_id, limit, cursor))
-    return ok(
+    return ok_json(
         schemas.NotificationPage(
             notifications=[presenters.notification(n) for n in page.items],
             next_cursor=page.next_cursor,

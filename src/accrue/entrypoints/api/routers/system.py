@@ -26,7 +26,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 
 @api.get("/health", response_model=Envelope[schemas.Health], tags=["system"])
-def health() -> dict[str, object]:
+async def health() -> dict[str, object]:
     return ok(schemas.Health(status="ok", version=VERSION))
 
 

@@ -1,0 +1,22 @@
+"""Where the HTTP layer runs work that writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from accrue.bootstrap import Application
+
+T = TypeVar("T")
+
+
+async def run_write(app: Application, work: Callable[[], T]) -> T:
+    """Run ``work`` (reads and commands through the bus) where writes are cheapest, and return once
+    its writes are durable: on SQLite, the database's writer thread, which commits the writes of
+    concurrent requests together (one fsync, each request still atomic); elsewhere the thread pool."""
+    if app.database is not None:
+        return await asyncio.wrap_future(app.database.submit(work))
+    return await run_in_threadpool(work)
