@@ -31,8 +31,15 @@ def test_points_are_the_floor_of_amount_times_the_rate_of_the_type(amount: str, 
 
 @pytest.mark.parametrize(
     ("lifetime", "tier"),
-    [(0, Tier.BRONZE), (999, Tier.BRONZE), (1000, Tier.SILVER), (4999, Tier.SILVER), (5000, Tier.GOLD),
-     (9999, Tier.GOLD), (10000, Tier.PLATINUM)],
+    [
+        (0, Tier.BRONZE),
+        (999, Tier.BRONZE),
+        (1000, Tier.SILVER),
+        (4999, Tier.SILVER),
+        (5000, Tier.GOLD),
+        (9999, Tier.GOLD),
+        (10000, Tier.PLATINUM),
+    ],
 )
 def test_tiers_follow_lifetime_thresholds(lifetime: int, tier: Tier) -> None:
     assert tier_for(lifetime) is tier
