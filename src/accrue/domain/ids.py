@@ -46,20 +46,24 @@ def new_ulid() -> str:
         rand &= (1 << 80) - 1
         # Read back inside the lock: another thread may move _last_rand as soon as it is released.
         _last_ms, _last_rand = now_ms, rand
-    return _time_part(now_ms) + _encode(rand, 16)
+    return _head(now_ms, rand >> 15) + _TRIPLES[rand & 0x7FFF]
 
 
-_last_time_part: tuple[int, str] = (-1, "")
+_last_head: tuple[int, int, str] = (-1, -1, "")
 
 
-def _time_part(now_ms: int) -> str:
-    """The 10 characters of the millisecond, remembered: many ids share one millisecond."""
-    global _last_time_part
-    last = _last_time_part
-    if last[0] == now_ms:
-        return last[1]
-    text = _encode(now_ms, 10)
-    _last_time_part = (now_ms, text)
+def _head(now_ms: int, high: int) -> str:
+    """The first 23 characters: the millisecond and the random part but its last 15 bits.
+
+    Ids made within one millisecond count up from one random number, so consecutive ids share
+    their head: it is encoded once (bulk imports make an id per posting).
+    """
+    global _last_head
+    last = _last_head
+    if last[0] == now_ms and last[1] == high:
+        return last[2]
+    text = _encode(now_ms, 10) + _encode(high, 13)
+    _last_head = (now_ms, high, text)
     return text
 
 

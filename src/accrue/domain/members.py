@@ -244,7 +244,9 @@ class Member:
         if self._posting_start is not None:
             return
         new_tier = tier_for(self.lifetime)
-        if new_tier.rank > old_tier.rank:
+        if new_tier is old_tier:
+            pass  # most postings leave the tier as it was
+        elif new_tier.rank > old_tier.rank:
             self.tier = new_tier
             self.events.append(
                 events.TierUpgraded(

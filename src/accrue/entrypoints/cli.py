@@ -131,7 +131,7 @@ def ledger_check(db: DbOption = None) -> None:
 def points_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     db: DbOption = None,
-    chunk_size: Annotated[int, typer.Option(help="Rows per transaction")] = 5000,
+    chunk_size: Annotated[int, typer.Option(help="Rows per transaction", min=1)] = 20_000,
 ) -> None:
     """Award points in bulk from a CSV (userId,points,reason); resumable and idempotent per file."""
     from accrue.service_layer.imports import import_points
