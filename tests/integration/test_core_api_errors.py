@@ -80,6 +80,7 @@ def test_an_invalid_transaction_is_a_400_naming_the_field_and_writes_nothing(
     error = error_of(response)
     assert error["code"] == "VALIDATION_ERROR"
     assert error["message"].startswith(f"{field}:")
+    assert "Value error" not in error["message"]  # the rule, not pydantic's wrapping
     assert [e["field"] for e in error["details"]["errors"]] == [field]
     assert table_counts(app) == before
 

@@ -98,7 +98,8 @@ def validation_details(exc: RequestValidationError) -> dict[str, Any]:
     errors = []
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
-        rule = err.get("msg", "is invalid")
+        # pydantic prefixes the message of a ValueError raised by a validator; the rule is the rest.
+        rule = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         field = _field_name(loc)
         if err.get("type") == "missing":
             rule = "is required"
