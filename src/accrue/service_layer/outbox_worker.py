@@ -29,7 +29,7 @@ class OutboxWorker:
         lease_seconds: float = 60.0,
         poll_seconds: float = 1.0,
         transaction_group: Callable[[], AbstractContextManager[object]] | None = None,
-        group_seconds: float = 0.05,
+        group_seconds: float = 0.01,
     ) -> None:
         self.bus = bus
         self.clock = clock

@@ -10,16 +10,16 @@ from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import event_payload
 from accrue.adapters.sqlite.database import Database, WriteUnit
 from accrue.adapters.sqlite.gdpr import SqlitePersonalDataRepository
+from accrue.adapters.sqlite.notification_channels import (
+    SqliteNotificationSendRepository,
+    SqlitePreferenceRepository,
+)
 from accrue.adapters.sqlite.payments import (
     SqliteAuditLogRepository,
     SqlitePaymentBatchRepository,
     SqlitePaymentRepository,
 )
 from accrue.adapters.sqlite.queue import SqliteQueueWriter
-from accrue.adapters.sqlite.notification_channels import (
-    SqliteNotificationSendRepository,
-    SqlitePreferenceRepository,
-)
 from accrue.adapters.sqlite.referrals import SqlitePayoutRepository, SqliteReferralRepository
 from accrue.adapters.sqlite.repositories import (
     SqliteImportRepository,
@@ -95,6 +95,8 @@ class SqliteUnitOfWork(UnitOfWork):
         self.outbox = SqliteOutboxRepository(conn)
         self.imports = SqliteImportRepository(conn)
         self.schedule_runs = SqliteScheduleRunRepository(conn)
+        self.campaigns = SqliteCampaignRepository(conn)
+        self.personal_data = SqlitePersonalDataRepository(conn)
         self.payments = SqlitePaymentRepository(conn)
         self.payment_batches = SqlitePaymentBatchRepository(conn)
         self.audit = SqliteAuditLogRepository(conn)
@@ -104,8 +106,6 @@ class SqliteUnitOfWork(UnitOfWork):
         self.webhook_deliveries = SqliteWebhookDeliveryRepository(conn)
         self.notification_preferences = SqlitePreferenceRepository(conn)
         self.notification_sends = SqliteNotificationSendRepository(conn)
-        self.campaigns = SqliteCampaignRepository(conn)
-        self.personal_data = SqlitePersonalDataRepository(conn)
         self.referrals = SqliteReferralRepository(conn)
         self.payouts = SqlitePayoutRepository(conn)
         return self
