@@ -50,3 +50,43 @@ def create_table(dynamodb: Any, name: str = TABLE_NAME) -> str:
     description = dynamodb.create_table(**create_table_arguments(name))
     dynamodb.update_time_to_live(**time_to_live_arguments(name))
     return str(description["TableDescription"]["LatestStreamArn"])
+
+
+def copy_tables_once_per_transaction() -> None:
+    """moto snapshots the whole table for every *item* of a TransactWriteItems (to roll back on
+    failure), which makes a 100-item transaction on a table of n items cost 100 n copies. Taking the
+    snapshot once per transaction keeps its behaviour (the snapshot is taken before any item is
+    applied) and makes bulk work on moto linear. Idempotent."""
+    from moto.dynamodb import models
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "_copies_once", False):
+        return
+    real_copy = models.copy
+    original = models.DynamoDBBackend.transact_write_items
+
+    class OncePerTransaction:
+        def __init__(self) -> None:
+            self.snapshots: dict[int, Any] = {}
+
+        def deepcopy(self, value: Any, memo: Any = None) -> Any:
+            if isinstance(value, models.Table):
+                if id(value) not in self.snapshots:
+                    self.snapshots[id(value)] = real_copy.deepcopy(value)
+                return self.snapshots[id(value)]
+            return real_copy.deepcopy(value, memo)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_copy, name)
+
+    def transact_write_items(self: Any, transact_items: Any) -> Any:
+        models.copy = OncePerTransaction()  # type: ignore[assignment]
+        try:
+            return original(self, transact_items)
+        finally:
+            models.copy = real_copy
+
+    transact_write_items._copies_once = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+copy_tables_once_per_transaction()
