@@ -168,7 +168,13 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         )
 
     uow_factory: Callable[..., UnitOfWork] = (
-        aws.uow_factory(lambda name: bus_ref["bus"].subscribers(name), clock) if aws else sqlite_uow_factory
+        aws.uow_factory(
+            lambda name: bus_ref["bus"].subscribers(name),
+            clock,
+            interested=lambda handler, event, uow: bus_ref["bus"].interested(handler, event, uow),
+        )
+        if aws
+        else sqlite_uow_factory
     )
 
     dependencies: dict[str, Any] = {

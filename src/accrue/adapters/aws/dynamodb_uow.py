@@ -45,6 +45,8 @@ AUDIT_GROUP = "audit"
 DELIVERED_MESSAGE_TTL = timedelta(days=7)
 
 Subscribers = Callable[[str], Sequence[str]]
+# (handler name, event name, unit of work) -> whether the subscriber has anything to do now.
+Interested = Callable[[str, str, UnitOfWork], bool]
 ConflictFactory = Callable[[], Exception]
 Action = Literal["Put", "Update", "Delete", "ConditionCheck"]
 
@@ -461,6 +463,7 @@ class DynamoUnitOfWork(UnitOfWork):
         readonly: bool = False,
         clock: Callable[[], datetime] | None = None,
         extensions: Sequence[Callable[[DynamoUnitOfWork], None]] = (),
+        interested: Interested | None = None,
     ) -> None:
         super().__init__()
         self.client = client
@@ -470,6 +473,9 @@ class DynamoUnitOfWork(UnitOfWork):
         self.clock = clock or (lambda: datetime.now(UTC))
         # Feature modules attach their repositories here (one callable each).
         self.extensions = tuple(extensions)
+        # A subscriber that can tell it has nothing to do (no webhook endpoint listens) gets no
+        # outbox message: no item in the transaction, no delivery afterwards.
+        self.interested = interested
         self.session: Session | None = None
         self.write_requests = 0
 
@@ -527,8 +533,11 @@ class DynamoUnitOfWork(UnitOfWork):
             raise RuntimeError("a read-only unit of work cannot commit")
         owner = {id(e): f"member:{m.user_id}" for m in self._seen for e in m.events}
         now = self.clock()
+        wanted: dict[str, Sequence[str]] = {}
         for event in events:
-            handlers = self.subscribers(event.name)
+            handlers = wanted.get(event.name)
+            if handlers is None:
+                handlers = wanted[event.name] = self._wanted_by(event.name)
             if not handlers:
                 continue
             payload = codec.dumps(event.to_dict())
@@ -551,6 +560,13 @@ class DynamoUnitOfWork(UnitOfWork):
         self.write_requests += session.commit()
         self.session = Session(self.client, self.table_name, readonly=self.readonly)
         self._rebind(self.session)
+
+    def _wanted_by(self, event_name: str) -> Sequence[str]:
+        """The subscribers that want an event of this name, asked once per commit."""
+        handlers = self.subscribers(event_name)
+        if self.interested is None:
+            return handlers
+        return [h for h in handlers if self.interested(h, event_name, self)]
 
     def _rebind(self, session: Session) -> None:
         """After a commit the unit of work may be used again (as SQLite's may): fresh staging."""

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from accrue.adapters.aws.dynamodb_uow import DynamoUnitOfWork, Subscribers
+from accrue.adapters.aws.dynamodb_uow import DynamoUnitOfWork, Interested, Subscribers
 from accrue.adapters.aws.eventbridge import EventBridgePublisher
 from accrue.adapters.aws.idempotency import DynamoIdempotencyStore
 from accrue.adapters.aws.queue_writer import DynamoQueueWriter, QueuedSendForwarder
@@ -51,7 +51,13 @@ class AwsBackend:
 
     # -- store ----------------------------------------------------------------------------------
 
-    def uow_factory(self, subscribers: Subscribers, clock: Callable[[], datetime]) -> Callable[..., UnitOfWork]:
+    def uow_factory(
+        self,
+        subscribers: Subscribers,
+        clock: Callable[[], datetime],
+        *,
+        interested: Interested | None = None,
+    ) -> Callable[..., UnitOfWork]:
         def factory(readonly: bool = False) -> UnitOfWork:
             return DynamoUnitOfWork(
                 self.client("dynamodb"),
@@ -60,6 +66,7 @@ class AwsBackend:
                 readonly=readonly,
                 clock=clock,
                 extensions=self.extensions,
+                interested=interested,
             )
 
         return factory
