@@ -88,7 +88,8 @@ def main() -> None:
     print("| module | import (ms, median) |")
     print("|---|---:|")
     for name in MODULES:
-        print(f"| `accrue.entrypoints.lambdas.{name}` | {median_import(f'accrue.entrypoints.lambdas.{name}', args.runs):.0f} |")
+        module = f"accrue.entrypoints.lambdas.{name}"
+        print(f"| `{module}` | {median_import(module, args.runs):.0f} |")
     for name in REFERENCES:
         print(f"| reference: `{name}` alone | {median_import(name, args.runs):.0f} |")
     samples = [run(FIRST_REQUEST) for _ in range(max(3, args.runs // 2))]
