@@ -55,22 +55,29 @@ def handle_record(record: SQSRecord) -> None:
     body = json.loads(record.body or "{}")
     if not isinstance(body, dict):
         raise ValueError(f"message {record.message_id}: the body is not a JSON object")
-    dispatcher = app.services["notification_dispatcher"]
-    deliveries = app.services["webhook_delivery"]
-    sent = dispatcher.run_once()
-    delivered = deliveries.run_once()
+    sent = app.services["notification_dispatcher"].run_once()
+    delivered = app.services["webhook_delivery"].run_once()
     count("NotificationsHandled", sent)
     count("WebhookDeliveriesHandled", delivered)
+
+
+def schedule_next_wake(app: Any) -> None:
+    """One delayed wake-up per invocation for whatever waits for a later retry."""
     due = next_due(app)
-    if due is not None:
-        # At least a second: work due now but left over (a full batch) is picked up by the next hop.
-        wait = (due - app.clock()).total_seconds()
-        delay = min(max(wait, 1.0), MAX_DELAY_SECONDS)
-        app.services["aws"].queue(QUEUE).send({"wake": QUEUE, "due": due.isoformat()}, delay_seconds=delay)
+    if due is None:
+        return
+    # At least a second: work due now but left over (a full batch) is picked up by the next hop.
+    wait = (due - app.clock()).total_seconds()
+    delay = min(max(wait, 1.0), MAX_DELAY_SECONDS)
+    app.services["aws"].queue(QUEUE).send({"wake": QUEUE, "due": due.isoformat()}, delay_seconds=delay)
 
 
 @instrumented
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return dict(
+    from accrue.entrypoints.lambdas import runtime
+
+    response = dict(
         process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
     )
+    schedule_next_wake(runtime.application())
+    return response

@@ -15,7 +15,6 @@ event source mapping's retries Lambda sends them to its on-failure destination (
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -34,7 +33,6 @@ class DeliveryFailed(Exception):
     """A subscriber failed with attempts left: Lambda retries the record."""
 
 
-@functools.cache
 def _application() -> Any:
     from accrue.entrypoints.lambdas import runtime
 
