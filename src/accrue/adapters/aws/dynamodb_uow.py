@@ -493,6 +493,7 @@ class DynamoUnitOfWork(UnitOfWork):
             DynamoPaymentBatchRepository,
             DynamoPaymentRepository,
         )
+        from accrue.adapters.aws.queue_writer import DynamoQueueWriter
         from accrue.adapters.aws.referrals import DynamoPayoutRepository, DynamoReferralRepository
         from accrue.adapters.aws.webhooks import (
             DynamoWebhookDeliveryRepository,
@@ -523,6 +524,8 @@ class DynamoUnitOfWork(UnitOfWork):
         self.webhook_events = DynamoWebhookEventRepository(session)
         self.webhook_endpoints = DynamoWebhookEndpointRepository(session)
         self.webhook_deliveries = DynamoWebhookDeliveryRepository(session)
+        # Sends to any queue name; the wiring replaces it with one that knows the configured queues.
+        self.queues = DynamoQueueWriter(session)
         for extend in self.extensions:
             extend(self)
         return self
