@@ -111,3 +111,15 @@ def test_an_import_file_without_the_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as raised:
         list(parse_rows(path))
     assert raised.value.field == "header"
+
+
+def test_a_date_time_query_value_must_be_rfc_3339_text_not_a_unix_time() -> None:
+    from pydantic import TypeAdapter
+
+    from accrue.entrypoints.api.schemas import DateTimeText
+
+    adapter = TypeAdapter(DateTimeText)
+    assert adapter.validate_python("2026-11-01T00:00:00Z").year == 2026
+    for number in ("268435456", "1.5", 268435456):
+        with pytest.raises(ValidationError, match="RFC 3339"):
+            adapter.validate_python(number)

@@ -130,6 +130,19 @@ CurrencyCode = Annotated[
     WithJsonSchema({"type": "string", "enum": sorted(MINOR_UNITS), "description": "ISO 4217 code"}),
 ]
 
+_BARE_NUMBER = re.compile(r"\s*[+-]?[0-9]+(\.[0-9]*)?\s*")
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, int | float) or (isinstance(value, str) and _BARE_NUMBER.fullmatch(value)):
+        raise ValueError("must be an RFC 3339 date-time such as 2026-11-01T00:00:00Z, not a number")
+    return value
+
+
+# A date-time as documented (``format: date-time``): pydantic alone also reads a bare number as a
+# Unix time, which the schema does not allow (found by the schemathesis suite on a query parameter).
+DateTimeText = Annotated[datetime, BeforeValidator(_rfc3339_text)]
+
 # Identifiers chosen by clients (member ids of a POS, order ids): printable, no spaces or slashes.
 ID_PATTERN = r"^[A-Za-z0-9_.:@\-]+$"
 ClientId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -20,7 +20,16 @@ from accrue.domain.errors import InvalidInput, NotFound
 from accrue.domain.payments import HEADERS, CreatePayment, Payment, PaymentBatch, PaymentStatus
 from accrue.entrypoints.api.errors import ApiError
 from accrue.entrypoints.api.routing import application, router
-from accrue.entrypoints.api.schemas import ApiModel, ClientId, CurrencyCode, Envelope, PositiveAmount, ResponseModel, ok
+from accrue.entrypoints.api.schemas import (
+    ApiModel,
+    ClientId,
+    CurrencyCode,
+    DateTimeText,
+    Envelope,
+    PositiveAmount,
+    ResponseModel,
+    ok,
+)
 from accrue.entrypoints.api.security import Reader, Role, Writer
 from accrue.service_layer import payments as service
 from accrue.service_layer.payments import PaymentComponents
@@ -180,8 +189,8 @@ def list_payments(
     app: App,
     principal: Writer,
     status: Annotated[StatusName | None, Query()] = None,
-    created_from: Annotated[datetime | None, Query(alias="from", description="Created at or after")] = None,
-    created_to: Annotated[datetime | None, Query(alias="to", description="Created before")] = None,
+    created_from: Annotated[DateTimeText | None, Query(alias="from", description="Created at or after")] = None,
+    created_to: Annotated[DateTimeText | None, Query(alias="to", description="Created before")] = None,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> dict[str, object]:
