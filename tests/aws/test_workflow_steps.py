@@ -17,6 +17,7 @@ from accrue.domain.payment_workflow import PAYMENT_WORKFLOW
 from accrue.entrypoints.lambdas import workflow_steps
 from tests.aws.conftest import Aws, LambdaContext, recorded_event
 from tests.aws.test_lambda_http import api_event, call
+from tests.moto_support import client
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 if str(INFRA) not in sys.path:
@@ -135,3 +136,39 @@ def test_a_transient_failure_is_retried_by_the_machine_and_succeeds_on_the_third
 def test_an_unknown_task_is_an_error_naming_it(aws: Aws, context: LambdaContext) -> None:
     with pytest.raises(workflow_steps.UnknownTask, match="charge_twice"):
         workflow_steps.handler({"task": "charge_twice", "input": {"paymentId": "p"}}, context)
+
+
+def test_with_a_state_machine_the_payments_worker_starts_one_execution_per_payment_once(
+    aws: Aws, context: LambdaContext, machine: dict[str, Any]
+) -> None:
+    from accrue.entrypoints.lambdas import payments_worker
+    from tests.aws.conftest import settle_sqs, sqs_event
+
+    sfn = client("stepfunctions")
+    arn = sfn.create_state_machine(
+        name="accrue-payment-workflow-test",
+        definition=json.dumps(machine),
+        roleArn="arn:aws:iam::123456789012:role/accrue-workflow-test",
+    )["stateMachineArn"]
+    aws.app.settings = aws.settings.model_copy(update={"payment_state_machine_arn": arn})
+    create_payment(context, "pay-sfn-1", "10.00")
+    create_payment(context, "order:42.shop", "11.00")  # not a valid execution name as it is
+    url = aws.settings.payments_queue_url
+    assert url is not None
+    aws.clients["sqs"].purge_queue(QueueUrl=url)
+    body = json.dumps({"paymentIds": ["pay-sfn-1", "order:42.shop"]})
+    for _ in range(2):  # the same message delivered twice
+        aws.clients["sqs"].send_message(QueueUrl=url, MessageBody=body)
+        event = sqs_event(aws, url)
+        response = payments_worker.handler(event, context)
+        assert response == {"batchItemFailures": []}
+        settle_sqs(aws, url, event, response)
+    executions = sfn.list_executions(stateMachineArn=arn)["executions"]
+    inputs = sorted(
+        json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])["paymentId"] for e in executions
+    )
+    assert inputs == ["order:42.shop", "pay-sfn-1"]
+    # What each execution then runs: the rendered machine over the workflow-steps function.
+    for payment_id in inputs:
+        status, _ = execute(machine, {"paymentId": payment_id}, context)
+        assert status == "processed"

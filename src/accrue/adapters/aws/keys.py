@@ -71,8 +71,10 @@ def join(*parts: object) -> str:
 
 
 def sortable_time(moment: datetime) -> str:
-    """UTC with microseconds: sorts lexicographically in time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC with microseconds, the year always four digits: sorts lexicographically in time order.
+    (``strftime("%Y")`` does not pad years before 1000 on every platform.)"""
+    t = moment.astimezone(UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def sortable_number(value: int, width: int = 12) -> str:
