@@ -565,3 +565,17 @@ def test_a_schedule_remembers_its_last_fire(backend: Backend) -> None:
         uow.commit()
     with backend.uow(readonly=True) as uow:
         assert uow.schedule_runs.last_fire("tier-review") == later
+
+
+def test_every_repository_the_unit_of_work_declares_is_provided(backend: Backend) -> None:
+    import typing
+
+    from accrue.ports import UnitOfWork
+
+    declared = typing.get_type_hints(UnitOfWork)
+    with backend.uow(readonly=True) as uow:
+        missing = [name for name in declared if not hasattr(uow, name)]
+        wrong = [
+            name for name, port in declared.items() if hasattr(uow, name) and not isinstance(getattr(uow, name), port)
+        ]
+    assert missing == [] and wrong == []
