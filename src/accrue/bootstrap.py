@@ -377,7 +377,11 @@ def _wire_payments(
     )
     assert application.blobs is not None
     batches = PaymentBatches(uow_factory, application.blobs, clock, chunk_rows=settings.payment_batch_chunk_rows)
-    batch_worker = BatchWorker(batches, inbox_dir=settings.inbox_dir, poll_seconds=settings.inbox_poll_seconds)
+    batch_worker = (
+        aws.batch_submitter(batches)
+        if aws is not None and settings.uploads_bucket
+        else BatchWorker(batches, inbox_dir=settings.inbox_dir, poll_seconds=settings.inbox_poll_seconds)
+    )
     application.services["payments"] = payment_service.PaymentComponents(
         queue, gateway, runner, worker, batches, batch_worker
     )

@@ -134,3 +134,25 @@ def test_integration_events_are_published_to_the_event_bus(aws: Aws, context: La
     bodies = [json.loads(m["Body"]) for m in received]
     assert [(b["detail-type"], b["detail"]["user_id"]) for b in bodies] == [("UserCreated", "ada")]
     assert bodies[0]["detail"]["eventId"].startswith("evt_")
+
+
+def test_a_batch_uploaded_through_the_api_is_ingested_by_the_batch_file_function(
+    aws: Aws, context: LambdaContext
+) -> None:
+    from accrue.entrypoints.lambdas import http
+    from tests.aws.test_lambda_http import api_event
+
+    content = "payment_id,amount,currency\npay-api-1,10.00,USD\npay-api-2,-1.00,USD\n"
+    upload = api_event("POST", "/payments/batches", headers={"Content-Type": "text/csv"})
+    upload["body"] = content
+    response = http.handler(upload, context)
+    assert response["statusCode"] == 202, response
+    batch_id = json.loads(response["body"])["data"]["batchId"]
+    # On AWS the upload is handed on through the uploads bucket: its ObjectCreated event ingests it.
+    key = f"api/{batch_id}.csv"
+    assert aws.clients["s3"].get_object(Bucket="accrue-uploads-test", Key=key)["Body"].read().decode() == content
+    event = recorded_event("s3_object_created.json")
+    event["Records"][0]["s3"]["object"]["key"] = key
+    [summary] = batch_files.handler(event, context)["files"]
+    assert (summary["batchId"], summary["created"], summary["status"]) == (batch_id, False, "completed")
+    assert (summary["acceptedRows"], summary["rejectedRows"]) == (1, 1)

@@ -19,6 +19,7 @@ from accrue.adapters.aws.sns_notifier import SnsNotifier
 from accrue.adapters.aws.sqs_queue import SqsQueue
 from accrue.config import Settings
 from accrue.ports import BlobStore, IdempotencyStore, Notifier, Queue, UnitOfWork
+from accrue.service_layer.batches import BatchWorker, PaymentBatches
 
 # The keyword names bootstrap() accepts for injected clients.
 CLIENT_NAMES: tuple[str, ...] = ("dynamodb", "sqs", "s3", "sns", "events", "stepfunctions", "secretsmanager")
@@ -110,6 +111,14 @@ class AwsBackend:
         if url is None:
             raise ValueError(f"ACCRUE_{QUEUE_SETTINGS.get(name, name + '_queue_url').upper()}: not set")
         return SqsQueue(self.client("sqs"), url, name=name)
+
+    def batch_submitter(self, batches: PaymentBatches) -> BatchWorker:
+        """API uploads go to the S3 batch-file function through the uploads bucket."""
+        from accrue.adapters.aws.batch_uploads import S3BatchSubmitter
+
+        uploads = self.bucket("uploads_bucket")
+        assert isinstance(uploads, S3BlobStore)
+        return S3BatchSubmitter(batches, uploads)
 
     def forwarder(self) -> QueuedSendForwarder:
         return QueuedSendForwarder(self.client("dynamodb"), self.table_name, self.client("sqs"), self.queue_urls())
