@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from accrue.adapters.aws.idempotency import DynamoIdempotencyStore
-from accrue.adapters.aws.s3_blobs import MIN_PART_SIZE_BYTES, S3BlobStore
+from accrue.adapters.aws.s3_blobs import MIN_PART_SIZE_BYTES, PrefixRoutedBlobStore, S3BlobStore
 from accrue.adapters.local.blobs import LocalBlobStore
 from accrue.adapters.sqlite.database import Database
 from accrue.adapters.sqlite.idempotency import SqliteIdempotencyStore
@@ -21,7 +21,7 @@ from tests.moto_support import TABLE_NAME, client, create_table, fake_aws_enviro
 BUCKET = "accrue-blobs-test"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "s3-two-buckets"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "local":
         yield LocalBlobStore(tmp_path / "blobs")
@@ -29,7 +29,14 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
     with fake_aws_environment(), mock_aws():
         s3 = client("s3")
         s3.create_bucket(Bucket=BUCKET)
-        yield S3BlobStore(s3, BUCKET, part_size_bytes=MIN_PART_SIZE_BYTES)
+        store = S3BlobStore(s3, BUCKET, part_size_bytes=MIN_PART_SIZE_BYTES)
+        if request.param == "s3":
+            yield store
+            return
+        # The AWS wiring's layout: archived webhook payloads in a bucket of their own.
+        s3.create_bucket(Bucket=f"{BUCKET}-archive")
+        archive = S3BlobStore(s3, f"{BUCKET}-archive", part_size_bytes=MIN_PART_SIZE_BYTES)
+        yield PrefixRoutedBlobStore(store, {"webhooks/": archive})
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -57,6 +64,12 @@ def test_a_blob_reads_back_byte_for_byte_and_is_listed_under_its_prefix(blobs: B
     assert blobs.get("payouts/2026-02/report.csv") == b"Referrer ID,Total Amount\n"
     assert blobs.exists("payouts/2026-02/report.csv")
     assert blobs.list("payouts/") == ["payouts/2026-02/report.csv", "payouts/2026-03/report.csv"]
+    assert blobs.list("") == [
+        "payouts/2026-02/report.csv",
+        "payouts/2026-03/report.csv",
+        "webhooks/stripe/evt_1.json",
+    ]
+    assert blobs.get("webhooks/stripe/evt_1.json") == b"{}"
     assert blobs.list("nothing/") == []
 
 

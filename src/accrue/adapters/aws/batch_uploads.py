@@ -9,7 +9,7 @@ the batch the API registered and carries on with it; nothing is created twice.
 
 from __future__ import annotations
 
-from accrue.adapters.aws.s3_blobs import S3BlobStore
+from accrue.adapters.aws.s3_blobs import PrefixRoutedBlobStore, S3BlobStore
 from accrue.service_layer.batches import BatchWorker, PaymentBatches, blob_key
 
 API_UPLOADS_PREFIX = "api"
@@ -22,6 +22,6 @@ class S3BatchSubmitter(BatchWorker):
 
     def submit(self, batch_id: str) -> None:
         store = self.batches.blobs
-        if not isinstance(store, S3BlobStore):
+        if not isinstance(store, S3BlobStore | PrefixRoutedBlobStore):
             raise TypeError("the batch store must be S3 for uploads to reach the batch-file function")
         self.uploads.copy_from(store.bucket, store.prefix + blob_key(batch_id), f"{API_UPLOADS_PREFIX}/{batch_id}.csv")

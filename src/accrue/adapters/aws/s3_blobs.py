@@ -141,3 +141,64 @@ class S3BlobStore(BlobStore):
         objects over 5 GB are copied in parts by boto3's managed transfer)."""
         self.client.copy({"Bucket": bucket, "Key": source_key}, self.bucket, self._object_key(key))
         return self.location(key)
+
+
+class PrefixRoutedBlobStore(BlobStore):
+    """One blob store over several buckets, chosen by key prefix (archived webhook payloads in the
+    archive bucket, reports and batch files in the reports bucket), so each bucket keeps its own
+    lifecycle and access while the service layer sees one store."""
+
+    def __init__(self, default: BlobStore, routes: dict[str, BlobStore]) -> None:
+        self.default = default
+        # Longest prefix first, so a more specific route wins.
+        self.routes = sorted(routes.items(), key=lambda r: len(r[0]), reverse=True)
+
+    def _store(self, key: str) -> BlobStore:
+        validate_key(key)
+        return next((store for prefix, store in self.routes if key.startswith(prefix)), self.default)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        return self._store(key).put(key, data, content_type)
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> str:
+        return self._store(key).put_stream(key, chunks, content_type)
+
+    def get(self, key: str) -> bytes:
+        return self._store(key).get(key)
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        return self._store(key).iter_chunks(key, chunk_size)
+
+    def exists(self, key: str) -> bool:
+        return self._store(key).exists(key)
+
+    def delete(self, key: str) -> None:
+        self._store(key).delete(key)
+
+    def list(self, prefix: str) -> list[str]:
+        found: set[str] = set()
+        for route, store in self.routes:
+            if route.startswith(prefix) or prefix.startswith(route):
+                found.update(k for k in store.list(prefix) if k.startswith(route))
+        found.update(k for k in self.default.list(prefix) if self._store(k) is self.default)
+        return sorted(found)
+
+    def location(self, key: str) -> str:
+        return self._store(key).location(key)
+
+    def copy_from(self, bucket: str, source_key: str, key: str) -> str:
+        store = self._store(key)
+        if not isinstance(store, S3BlobStore):
+            raise TypeError("copies need an S3 store")
+        return store.copy_from(bucket, source_key, key)
+
+    @property
+    def bucket(self) -> str:
+        """The default store's bucket (batch files live there)."""
+        if not isinstance(self.default, S3BlobStore):
+            raise TypeError("the default store is not S3")
+        return self.default.bucket
+
+    @property
+    def prefix(self) -> str:
+        return self.default.prefix if isinstance(self.default, S3BlobStore) else ""

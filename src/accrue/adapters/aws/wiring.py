@@ -14,7 +14,7 @@ from accrue.adapters.aws.dynamodb_uow import DynamoUnitOfWork, Interested, Subsc
 from accrue.adapters.aws.eventbridge import EventBridgePublisher
 from accrue.adapters.aws.idempotency import DynamoIdempotencyStore
 from accrue.adapters.aws.queue_writer import DynamoQueueWriter, QueuedSendForwarder
-from accrue.adapters.aws.s3_blobs import S3BlobStore
+from accrue.adapters.aws.s3_blobs import PrefixRoutedBlobStore, S3BlobStore
 from accrue.adapters.aws.sns_notifier import SnsNotifier
 from accrue.adapters.aws.sqs_queue import SqsQueue
 from accrue.config import Settings
@@ -29,6 +29,8 @@ QUEUE_SETTINGS: Mapping[str, str] = {
     "notifications": "notifications_queue_url",
 }
 UowExtension = Callable[[DynamoUnitOfWork], None]
+# Where the inbound-webhook receiver archives raw payloads (and GDPR erasure looks for them).
+WEBHOOK_ARCHIVE_PREFIX = "webhooks/"
 
 
 class AwsBackend:
@@ -94,8 +96,12 @@ class AwsBackend:
         return S3BlobStore(self.client("s3"), str(name))
 
     def blobs(self) -> BlobStore:
-        """Reports and archives: the blob store the service layer writes to."""
-        return self.bucket("reports_bucket")
+        """The blob store the service layer writes to: reports and batch files in the reports
+        bucket; archived webhook payloads (``webhooks/``) in the archive bucket when one is set."""
+        reports = self.bucket("reports_bucket")
+        if not self.settings.archive_bucket:
+            return reports
+        return PrefixRoutedBlobStore(reports, {WEBHOOK_ARCHIVE_PREFIX: self.bucket("archive_bucket")})
 
     # -- queues and notifications ---------------------------------------------------------------
 
