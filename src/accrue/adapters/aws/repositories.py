@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from accrue.adapters.aws import codec, keys
-from accrue.adapters.aws.dynamodb_uow import DELIVERED_MESSAGE_TTL, SHARED_GROUP, Session, Write
+from accrue.adapters.aws.dynamodb_uow import (
+    DELIVERED_MESSAGE_TTL,
+    SHARED_GROUP,
+    Session,
+    Write,
+    outbox_message_id,
+)
 from accrue.adapters.aws.table import GSI1, GSI2, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 from accrue.domain.errors import ConcurrencyConflict, Conflict
 from accrue.domain.ledger import Transfer
@@ -694,8 +700,6 @@ class DynamoOutboxRepository(OutboxRepository):
         self.session.stage(Write("Put", keys.outbox_message(message_id), item=item, group=group), replace=True)
 
     def add(self, event_id: str, event_name: str, handler: str, payload: str, now: datetime) -> None:
-        from accrue.adapters.aws.dynamodb_uow import outbox_message_id
-
         self.stage_new(outbox_message_id(event_id, handler), event_id, event_name, handler, payload, now)
 
     def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[OutboxMessage]:
