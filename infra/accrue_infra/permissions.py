@@ -47,6 +47,11 @@ def write_table(table: DataTable) -> iam.PolicyStatement:
     return _statement("WriteTable", TABLE_WRITE, [table.table.table_arn])
 
 
+def scan_table(table: DataTable) -> iam.PolicyStatement:
+    """Whole-table sweeps (GDPR export and erasure): the adapters scan the base table, never an index."""
+    return _statement("ScanTable", ("dynamodb:Scan",), [table.table.table_arn])
+
+
 def read_stream(table: DataTable) -> iam.PolicyStatement:
     return _statement("ReadTableStream", STREAM_READ, [table.stream_arn])
 
@@ -72,8 +77,21 @@ def read_objects(sid: str, bucket_arn: str) -> iam.PolicyStatement:
     return _statement(sid, ("s3:GetObject", "s3:GetObjectVersion"), [f"{bucket_arn}/*"])
 
 
-def write_objects(sid: str, bucket_arn: str) -> iam.PolicyStatement:
-    return _statement(sid, ("s3:PutObject",), [f"{bucket_arn}/*"])
+def copy_into(sid: str, bucket_arn: str) -> iam.PolicyStatement:
+    """The destination of boto3's managed copy: CopyObject, or (over its 8 MB threshold) a multipart
+    copy (UploadPartCopy, all under PutObject) that it aborts when a part fails."""
+    return _statement(sid, ("s3:PutObject", "s3:AbortMultipartUpload"), [f"{bucket_arn}/*"])
+
+
+def objects(sid: str, bucket_arn: str, actions: Sequence[str]) -> iam.PolicyStatement:
+    """Named object actions on one bucket's objects (for a bucket used only in part)."""
+    return _statement(sid, actions, [f"{bucket_arn}/*"])
+
+
+def list_bucket(sid: str, bucket_arn: str) -> iam.PolicyStatement:
+    """Without ListBucket, S3 answers a HeadObject/GetObject of a missing key with 403, not 404: the
+    blob store's ``exists`` would raise instead of answering False."""
+    return _statement(sid, ("s3:ListBucket",), [bucket_arn])
 
 
 # What ``S3BlobStore`` calls: put (multipart for streams), get/head, delete, list under a prefix.
@@ -81,10 +99,7 @@ BLOB_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:Ab
 
 
 def use_blob_store(sid: str, bucket_arn: str) -> list[iam.PolicyStatement]:
-    return [
-        _statement(f"{sid}Objects", BLOB_OBJECT_ACTIONS, [f"{bucket_arn}/*"]),
-        _statement(f"{sid}List", ("s3:ListBucket",), [bucket_arn]),
-    ]
+    return [objects(f"{sid}Objects", bucket_arn, BLOB_OBJECT_ACTIONS), list_bucket(f"{sid}List", bucket_arn)]
 
 
 def read_secret(secret_arn: str) -> iam.PolicyStatement:

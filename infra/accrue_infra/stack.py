@@ -175,7 +175,10 @@ class AccrueStack(Stack):
                 key=key,
                 log_retention=retention,
                 removal_policy=removal,
-                statements=[allow.use_key(key), *statements],
+                # Every handler builds its application through lambdas/runtime.py, which reads the
+                # JWT secret named by ACCRUE_JWT_SECRET_ARN at cold start (production refuses to
+                # start without it), so every role needs it, not only the API and the authorizer.
+                statements=[allow.use_key(key), allow.read_secret(secret.secret_arn), *statements],
             )
 
         payments, notifications = messaging.payments, messaging.notifications
@@ -184,14 +187,21 @@ class AccrueStack(Stack):
             API,
             allow.read_table(data),
             allow.write_table(data),
-            allow.read_secret(secret.secret_arn),
-            allow.write_objects("ArchiveWebhooks", buckets.archive.bucket_arn),
-            # The blob store: payout reports (read), archived webhook payloads and exports (write).
+            # GDPR export and erasure sweep the whole table (personal data, webhook deliveries).
+            allow.scan_table(data),
+            # Inbound webhooks archive their payloads; GDPR erasure lists, reads and deletes them.
+            allow.objects(
+                "ArchivedWebhooks", buckets.archive.bucket_arn, ("s3:PutObject", "s3:GetObject", "s3:DeleteObject")
+            ),
+            allow.list_bucket("ListArchivedWebhooks", buckets.archive.bucket_arn),
+            # The blob store: payout reports (read), uploaded batch files (write); erasure lists it too.
             *allow.use_blob_store("BlobStore", buckets.reports.bucket_arn),
+            # An uploaded batch file is handed to the batch-files function by an S3 copy into uploads.
+            allow.copy_into("HandOverBatchFiles", uploads_arn),
             allow.send_to("EnqueueAndRedrive", payments.queue, notifications.queue),
             allow.drain("InspectDeadLetters", payments.dead_letter, notifications.dead_letter),
         )
-        authorizer_function = function("AuthorizerFunction", AUTHORIZER, allow.read_secret(secret.secret_arn))
+        authorizer_function = function("AuthorizerFunction", AUTHORIZER)
         stream_function = function(
             "StreamFunction",
             STREAM,
@@ -202,6 +212,9 @@ class AccrueStack(Stack):
             allow.send_to("FailedBatches", messaging.stream_failures),
             allow.publish_to("PublishNotifications", messaging.notifications_topic),
             allow.put_events(messaging.event_bus.event_bus_arn),
+            # The MemberErased subscriber finishes deleting archived webhook payloads (exists, delete).
+            allow.objects("DeleteErasedPayloads", buckets.archive.bucket_arn, ("s3:GetObject", "s3:DeleteObject")),
+            allow.list_bucket("ListArchivedWebhooks", buckets.archive.bucket_arn),
         )
         payments_worker = function(
             "PaymentsWorkerFunction",

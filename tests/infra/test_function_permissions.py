@@ -1,0 +1,259 @@
+"""Each function's role allows the AWS calls its code makes, asserted on the synthesized template.
+
+``NEEDS`` is derived from the boto3 calls on each handler's path (``src/accrue/entrypoints/lambdas``
+and the adapters they build in ``src/accrue/adapters/aws``), as IAM actions on named resources:
+
+- every handler builds its application in ``lambdas/runtime.py``, which reads the JWT secret named
+  by ``ACCRUE_JWT_SECRET_ARN`` at cold start (the secret, like every data store, uses the CMK);
+- ``DynamoSession``: GetItem, BatchGetItem, Query (table and its indexes), TransactWriteItems
+  (authorised as Put/Update/Delete/ConditionCheck), Scan (GDPR sweeps, API only);
+- ``S3BlobStore``: put_object, multipart upload (PutObject, AbortMultipartUpload), get_object,
+  head_object (GetObject; a missing key is 404 only with ListBucket), delete_object,
+  list_objects_v2 (ListBucket), managed copy (GetObject on the source, PutObject and
+  AbortMultipartUpload on the destination); webhook payloads live in the archive bucket, the rest
+  in the reports bucket;
+- ``SqsQueue`` / ``send_bodies``: SendMessageBatch (SendMessage), GetQueueAttributes (redrive
+  policy, counts), GetQueueUrl, ReceiveMessage, DeleteMessage(Batch), ChangeMessageVisibility on
+  the dead-letter queues; SNS Publish; EventBridge PutEvents; Step Functions StartExecution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from accrue_infra.acknowledgements import nag_reference
+from tests.infra.conftest import ENV_SUFFIX, of_type
+
+pytestmark = pytest.mark.infra
+
+Resources = dict[str, dict[str, Any]]
+Need = tuple[str, str]  # (IAM action, resource symbol: see ``Resolver.arn``)
+
+STARTUP: set[Need] = {
+    ("secretsmanager:GetSecretValue", "JwtSecret"),
+    ("kms:Decrypt", "EncryptionKey"),
+}
+SQS_SEND: set[Need] = {("kms:GenerateDataKey", "EncryptionKey")}  # the queues use the CMK
+TABLE_QUERIES: set[Need] = {
+    ("dynamodb:GetItem", "DataTable"),
+    ("dynamodb:BatchGetItem", "DataTable"),
+    ("dynamodb:Query", "DataTable"),
+    ("dynamodb:Query", "DataTable/index/GSI1"),
+    ("dynamodb:Query", "DataTable/index/GSI2"),
+}
+TABLE_TRANSACTIONS: set[Need] = {
+    ("dynamodb:PutItem", "DataTable"),
+    ("dynamodb:UpdateItem", "DataTable"),
+    ("dynamodb:DeleteItem", "DataTable"),
+    ("dynamodb:ConditionCheckItem", "DataTable"),
+}
+STORE = TABLE_QUERIES | TABLE_TRANSACTIONS
+
+
+def consume(queue: str) -> set[Need]:
+    """What the SQS event source mapping does with the function's role."""
+    return {
+        ("sqs:ReceiveMessage", queue),
+        ("sqs:DeleteMessage", queue),
+        ("sqs:GetQueueAttributes", queue),
+        ("kms:Decrypt", "EncryptionKey"),
+    }
+
+
+NEEDS: dict[str, set[Need]] = {
+    "api": STARTUP
+    | STORE
+    | SQS_SEND
+    | {
+        # GDPR export and erasure sweep the whole table.
+        ("dynamodb:Scan", "DataTable"),
+        # Inbound webhooks archive payloads; erasure lists, reads and deletes them.
+        ("s3:PutObject", "BucketsWebhookArchive/*"),
+        ("s3:GetObject", "BucketsWebhookArchive/*"),
+        ("s3:DeleteObject", "BucketsWebhookArchive/*"),
+        ("s3:ListBucket", "BucketsWebhookArchive"),
+        # Batch files streamed in (multipart), payout reports read, erasure lists the default store.
+        ("s3:PutObject", "BucketsReports/*"),
+        ("s3:AbortMultipartUpload", "BucketsReports/*"),
+        ("s3:GetObject", "BucketsReports/*"),
+        ("s3:ListBucket", "BucketsReports"),
+        # The uploaded batch file is handed to the batch-files function by a copy into uploads.
+        ("s3:PutObject", "Uploads/*"),
+        ("s3:AbortMultipartUpload", "Uploads/*"),
+        ("kms:GenerateDataKey", "EncryptionKey"),
+        # Enqueueing and redriving; dead-letter inspection.
+        ("sqs:SendMessage", "MessagingPayments"),
+        ("sqs:SendMessage", "MessagingNotifications"),
+        ("sqs:GetQueueAttributes", "MessagingPayments"),
+        ("sqs:GetQueueAttributes", "MessagingNotifications"),
+        *(
+            (action, dlq)
+            for dlq in ("MessagingPaymentsDeadLetters", "MessagingNotificationsDeadLetters")
+            for action in (
+                "sqs:GetQueueUrl",
+                "sqs:GetQueueAttributes",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+            )
+        ),
+    },
+    "authorizer": STARTUP,
+    "stream": STARTUP
+    | STORE
+    | SQS_SEND
+    | {
+        ("dynamodb:DescribeStream", "DataTable:stream"),
+        ("dynamodb:GetRecords", "DataTable:stream"),
+        ("dynamodb:GetShardIterator", "DataTable:stream"),
+        ("dynamodb:ListStreams", "DataTable:stream"),
+        # Queued sends forwarded; failed batches to the mapping's on-failure queue.
+        ("sqs:SendMessage", "MessagingPayments"),
+        ("sqs:SendMessage", "MessagingNotifications"),
+        ("sqs:SendMessage", "MessagingStreamFailures"),
+        ("events:PutEvents", "MessagingEventBus"),
+        # The MemberErased subscriber deletes archived webhook payloads (exists, then delete).
+        ("s3:GetObject", "BucketsWebhookArchive/*"),
+        ("s3:DeleteObject", "BucketsWebhookArchive/*"),
+        ("s3:ListBucket", "BucketsWebhookArchive"),
+    },
+    "payments-worker": STARTUP
+    | STORE
+    | SQS_SEND
+    | consume("MessagingPayments")
+    | {
+        ("states:StartExecution", "StateMachine"),
+        # Without a state machine the handler runs the workflow itself and requeues follow-ups.
+        ("sqs:SendMessage", "MessagingPayments"),
+    },
+    "notifications-worker": STARTUP
+    | STORE
+    | SQS_SEND
+    | consume("MessagingNotifications")
+    | {
+        ("sns:Publish", "MessagingNotificationsTopic"),
+        ("sqs:SendMessage", "MessagingNotifications"),
+    },
+    "batch-files": STARTUP
+    | STORE
+    | {
+        # The digest is read from the upload, which is then the source of a copy into the store.
+        ("s3:GetObject", "Uploads/*"),
+        ("s3:GetObject", "BucketsReports/*"),
+        ("s3:PutObject", "BucketsReports/*"),
+        ("s3:AbortMultipartUpload", "BucketsReports/*"),
+        ("s3:ListBucket", "BucketsReports"),
+        ("kms:GenerateDataKey", "EncryptionKey"),
+    },
+    "payout": STARTUP
+    | STORE
+    | {
+        ("s3:PutObject", "BucketsReports/*"),
+        ("s3:AbortMultipartUpload", "BucketsReports/*"),
+        ("kms:GenerateDataKey", "EncryptionKey"),
+    },
+    "tier-review": STARTUP | STORE,
+    "workflow-steps": STARTUP | STORE,
+}
+
+
+class Resolver:
+    """Resource symbols -> how the template spells that ARN (cdk-nag's rendering of intrinsics)."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+
+    def logical_id(self, prefix: str) -> str:
+        # A logical id is the construct path plus an 8-character hash: the prefix alone is ambiguous
+        # (MessagingPayments / MessagingPaymentsDeadLetters), the prefix plus the hash is not.
+        found = [i for i in self.resources if i.startswith(prefix) and len(i) == len(prefix) + 8]
+        assert len(found) == 1, f"{prefix}: {found}"
+        return found[0]
+
+    def name(self, kind: str, prop: str) -> str:
+        (resource,) = of_type(self.resources, kind).values()
+        return nag_reference(resource["Properties"][prop])
+
+    def arn(self, symbol: str) -> str:
+        base, _, suffix = symbol.partition("/")
+        suffix = "/" + suffix if suffix else ""
+        if base == "Uploads":
+            # Referenced by name (the bucket notifies a function that reads it: no cycle).
+            uploads = self.resources[self.logical_id("BucketsUploads")]
+            return f"arn:<AWS::Partition>:s3:::{nag_reference(uploads['Properties']['BucketName'])}{suffix}"
+        if base == "StateMachine":
+            name = self.name("AWS::StepFunctions::StateMachine", "StateMachineName")
+            return f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:stateMachine:{name}"
+        if base.endswith(":stream"):
+            return f"<{self.logical_id(base.removesuffix(':stream'))}.StreamArn>"
+        logical_id = self.logical_id(base)
+        if self.resources[logical_id]["Type"] in ("AWS::SecretsManager::Secret", "AWS::SNS::Topic"):
+            return f"<{logical_id}>{suffix}"  # their Ref is the ARN
+        return f"<{logical_id}.Arn>{suffix}"
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_id(resources: Resources, purpose: str) -> str:
+    name = f"accrue-{purpose}-{ENV_SUFFIX}"
+    (function,) = (
+        f for f in of_type(resources, "AWS::Lambda::Function").values() if f["Properties"]["FunctionName"] == name
+    )
+    return str(function["Properties"]["Role"]["Fn::GetAtt"][0])
+
+
+def allowed(resources: Resources, role: str) -> Iterator[tuple[str, str]]:
+    """(action, rendered resource) of every Allow statement in the policies attached to ``role``."""
+    for policy in of_type(resources, "AWS::IAM::Policy").values():
+        if {"Ref": role} not in policy["Properties"].get("Roles", []):
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] != "Allow":
+                continue
+            for action in listed(statement["Action"]):
+                for resource in listed(statement["Resource"]):
+                    yield action, nag_reference(resource)
+
+
+def test_every_function_of_the_stack_has_its_needs_listed(resources: Resources) -> None:
+    names = {f["Properties"]["FunctionName"] for f in of_type(resources, "AWS::Lambda::Function").values()}
+    assert names == {f"accrue-{purpose}-{ENV_SUFFIX}" for purpose in NEEDS}
+
+
+@pytest.mark.parametrize("purpose", sorted(NEEDS))
+def test_each_function_role_allows_every_call_its_code_makes_on_the_exact_resource(
+    resources: Resources, purpose: str
+) -> None:
+    resolve = Resolver(resources)
+    granted = set(allowed(resources, role_id(resources, purpose)))
+    missing = sorted(
+        (action, symbol) for action, symbol in NEEDS[purpose] if (action, resolve.arn(symbol)) not in granted
+    )
+    assert not missing, f"accrue-{purpose} may not: {missing}"
+
+
+def test_only_the_api_may_scan_the_table(resources: Resources) -> None:
+    # Scans read every item (personal data of all members); only the GDPR endpoints need them.
+    scanning = {
+        purpose
+        for purpose in NEEDS
+        if any(action == "dynamodb:Scan" for action, _ in allowed(resources, role_id(resources, purpose)))
+    }
+    assert scanning == {"api"}
+
+
+def test_every_function_that_is_told_the_secret_arn_may_read_that_secret(resources: Resources) -> None:
+    resolve = Resolver(resources)
+    for function in of_type(resources, "AWS::Lambda::Function").values():
+        variables = function["Properties"]["Environment"]["Variables"]
+        if "ACCRUE_JWT_SECRET_ARN" not in variables:
+            continue
+        secret = nag_reference(variables["ACCRUE_JWT_SECRET_ARN"])
+        assert secret == resolve.arn("JwtSecret")
+        granted = set(allowed(resources, str(function["Properties"]["Role"]["Fn::GetAtt"][0])))
+        assert ("secretsmanager:GetSecretValue", secret) in granted, function["Properties"]["FunctionName"]
