@@ -20,7 +20,6 @@ table and may re-queue them).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +39,7 @@ from accrue.domain.notification_channels import (
     send_key,
 )
 from accrue.ports import Notifier, TemplateRenderer, UnitOfWork
+from accrue.service_layer.background import PollingWorker
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def get_preferences(uow: UnitOfWork, user_id: str) -> Preferences:
 # -- dispatch -----------------------------------------------------------------------------------
 
 
-class NotificationDispatcher:
+class NotificationDispatcher(PollingWorker):
     def __init__(
         self,
         uow_factory: UowFactory,
@@ -96,10 +96,7 @@ class NotificationDispatcher:
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(thread_name="notification-dispatcher", poll_seconds=poll_seconds)
 
     def run_once(self) -> int:
         """Plan queued notifications and attempt every due send once; returns how much was done."""
@@ -211,37 +208,6 @@ class NotificationDispatcher:
         with self.uow_factory() as uow:
             uow.notification_sends.finish(send.send_id, status, self.clock(), reason=reason, retry_at=retry_at)
             uow.commit()
-
-    # -- background thread ------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="notification-dispatcher", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.run_once()
-            except Exception:
-                # Keep the dispatcher alive: the next round retries.
-                log.exception("notification dispatch round failed")
-                handled = 0
-            if handled == 0:
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()
 
 
 COMMAND_HANDLERS: dict[type[Command], Callable[..., Any]] = {UpdatePreferences: update_preferences}

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from accrue.domain.events import Event
+from accrue.service_layer.background import PollingWorker
 from accrue.service_layer.messagebus import MessageBus
 
 log = logging.getLogger(__name__)
 
 
-class OutboxWorker:
+class OutboxWorker(PollingWorker):
     def __init__(
         self,
         bus: MessageBus,
@@ -38,18 +38,12 @@ class OutboxWorker:
         self.max_delay_seconds = max_delay_seconds
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
-        self.poll_seconds = poll_seconds
         # Messages are handled in groups sharing one store transaction (one fsync per group instead
         # of one per message), each message still atomic on its own (a savepoint). A group is kept
         # short so that request handlers waiting for the writer lock are not held up.
         self.transaction_group = transaction_group or contextlib.nullcontext
         self.group_seconds = group_seconds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
+        super().__init__(thread_name="outbox-worker", poll_seconds=poll_seconds)
 
     def retry_delay(self, attempts_so_far: int) -> timedelta:
         """1 s, 2 s, 4 s, 8 s ... capped: the delay before attempt ``attempts_so_far + 1``."""
@@ -112,30 +106,3 @@ class OutboxWorker:
         ``max_attempts`` times, and a retry not yet due is left for later."""
         while self.run_once() > 0:
             pass
-
-    # -- background thread ----------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="outbox-worker", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.run_once()
-            except Exception:  # pragma: no cover - keep the worker alive; the next round retries
-                log.exception("outbox worker round failed")
-                handled = 0
-            if handled == 0:
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()

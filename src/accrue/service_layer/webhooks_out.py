@@ -15,7 +15,6 @@ import base64
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -39,6 +38,7 @@ from accrue.domain.webhooks import (
     validate_event_types,
 )
 from accrue.ports import Page, UnitOfWork, WebhookSender
+from accrue.service_layer.background import PollingWorker
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class WebhookEndpoints:
 # -- delivery worker ------------------------------------------------------------------------------
 
 
-class WebhookDeliveryWorker:
+class WebhookDeliveryWorker(PollingWorker):
     def __init__(
         self,
         uow_factory: UowFactory,
@@ -165,12 +165,9 @@ class WebhookDeliveryWorker:
         self.schedule = schedule
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
         self.concurrency = concurrency
         self._pool: ThreadPoolExecutor | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(thread_name="webhook-delivery", poll_seconds=poll_seconds)
 
     def run_once(self) -> int:
         """Attempt every due delivery once; returns how many were attempted."""
@@ -244,39 +241,10 @@ class WebhookDeliveryWorker:
                 uow.webhook_deliveries.record_attempt(delivery.delivery_id, attempt, status, retry_at)
             uow.commit()
 
-    # -- background thread ------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="webhook-delivery", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+    def _after_stop(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.run_once()
-            except Exception:
-                # Keep the worker alive: the next round retries.
-                log.exception("webhook delivery round failed")
-                handled = 0
-            if handled == 0:
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()
 
 
 # Every event we publish, to the one handler that queues its deliveries (merged in bootstrap).

@@ -1,0 +1,61 @@
+"""One polling thread shape for the in-process workers (outbox, notifications, webhook delivery)."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class PollingWorker(abc.ABC):
+    """Calls ``run_once`` on a daemon thread until stopped.
+
+    After a round that handled nothing it sleeps ``poll_seconds`` or until ``wake()``; a round that
+    raises is logged and the next round retries, so one bad round never kills the worker.
+    """
+
+    def __init__(self, *, thread_name: str, poll_seconds: float) -> None:
+        self.thread_name = thread_name
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abc.abstractmethod
+    def run_once(self) -> int:
+        """Do one round of work; returns how many items it handled."""
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._after_stop()
+
+    def _after_stop(self) -> None:
+        """Release what the rounds held (thread pools ...); nothing by default."""
+        return
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                handled = self.run_once()
+            except Exception:
+                log.exception("%s: round failed; the next round retries", self.thread_name)
+                handled = 0
+            if handled == 0:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
