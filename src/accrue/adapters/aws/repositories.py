@@ -139,6 +139,31 @@ def page(
     return found[:limit], next_cursor
 
 
+def member_or_all_page(
+    session: Session,
+    user_id: str | None,
+    member_prefix: keys.Prefix,
+    all_partition: keys.Prefix,
+    limit: int,
+    cursor: str | None,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One member's items of a kind (GSI1, the member's partition) or everyone's (GSI2), newest first."""
+    if user_id is not None:
+        return page(
+            session,
+            index=GSI1.name,
+            partition=keys.member_partition(user_id),
+            sort_prefix=keys.join(member_prefix, ""),
+            limit=limit,
+            cursor=cursor,
+            keep=keep,
+        )
+    return page(
+        session, index=GSI2.name, partition=str(all_partition), sort_prefix="", limit=limit, cursor=cursor, keep=keep
+    )
+
+
 # -- members ----------------------------------------------------------------------------------
 
 MEMBER_ENTITY = "member"
@@ -460,26 +485,9 @@ class DynamoOrderRepository(OrderRepository):
 
     def list(self, user_id: str | None, status: str | None, limit: int, cursor: str | None) -> Page[Order]:
         keep = (lambda i: i.get("status") == status) if status is not None else None
-        if user_id is not None:
-            items, next_cursor = page(
-                self.session,
-                index=GSI1.name,
-                partition=keys.member_partition(user_id),
-                sort_prefix=keys.join(keys.Prefix.ORDER, ""),
-                limit=limit,
-                cursor=cursor,
-                keep=keep,
-            )
-        else:
-            items, next_cursor = page(
-                self.session,
-                index=GSI2.name,
-                partition=str(keys.Prefix.ORDERS),
-                sort_prefix="",
-                limit=limit,
-                cursor=cursor,
-                keep=keep,
-            )
+        items, next_cursor = member_or_all_page(
+            self.session, user_id, keys.Prefix.ORDER, keys.Prefix.ORDERS, limit, cursor, keep
+        )
         return Page([codec.from_attributes(Order, i) for i in items], next_cursor)
 
     def count_for_user(self, user_id: str) -> int:
@@ -521,24 +529,9 @@ class DynamoNotificationRepository(NotificationRepository):
         return True
 
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> Page[Notification]:
-        if user_id is not None:
-            items, next_cursor = page(
-                self.session,
-                index=GSI1.name,
-                partition=keys.member_partition(user_id),
-                sort_prefix=keys.join(keys.Prefix.NOTIFICATION, ""),
-                limit=limit,
-                cursor=cursor,
-            )
-        else:
-            items, next_cursor = page(
-                self.session,
-                index=GSI2.name,
-                partition=str(keys.Prefix.NOTIFICATIONS),
-                sort_prefix="",
-                limit=limit,
-                cursor=cursor,
-            )
+        items, next_cursor = member_or_all_page(
+            self.session, user_id, keys.Prefix.NOTIFICATION, keys.Prefix.NOTIFICATIONS, limit, cursor
+        )
         return Page([codec.from_attributes(Notification, i) for i in items], next_cursor)
 
 

@@ -6,7 +6,8 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from accrue.adapters.sqlite.codec import iso, loads, parse_iso
+from accrue.adapters.sqlite.codec import iso, parse_iso
+from accrue.adapters.sqlite.repositories import notification_from_row
 from accrue.domain.notification_channels import (
     Channel,
     PendingSend,
@@ -15,7 +16,6 @@ from accrue.domain.notification_channels import (
     SendRecord,
     SendStatus,
 )
-from accrue.domain.notifications import Notification
 from accrue.ports import NotificationSendRepository, PreferenceRepository
 
 
@@ -52,22 +52,6 @@ class SqlitePreferenceRepository(PreferenceRepository):
         )
 
 
-def _notification(row: sqlite3.Row) -> Notification:
-    return Notification(
-        notification_id=row["notification_id"],
-        event_id=row["event_id"],
-        type=row["type"],
-        user_id=row["user_id"],
-        subject=row["subject"],
-        message=loads(row["message"]),
-        created_at=parse_iso(row["created_at"]),
-        old_tier=row["old_tier"],
-        new_tier=row["new_tier"],
-        milestones=tuple(loads(row["milestones"])),
-        data=loads(row["data"]),
-    )
-
-
 class SqliteNotificationSendRepository(NotificationSendRepository):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -78,7 +62,7 @@ class SqliteNotificationSendRepository(NotificationSendRepository):
             "ORDER BY n.seq LIMIT ?",
             (limit,),
         ).fetchall()
-        return [QueuedNotification(notification=_notification(r), dedupe_key=r["dedupe_key"]) for r in rows]
+        return [QueuedNotification(notification=notification_from_row(r), dedupe_key=r["dedupe_key"]) for r in rows]
 
     def plan(
         self,
@@ -129,7 +113,7 @@ class SqliteNotificationSendRepository(NotificationSendRepository):
                 send_id=r["send_id"],
                 dedupe_key=r["dedupe_key"],
                 channel=Channel(r["channel"]),
-                notification=_notification(r),
+                notification=notification_from_row(r),
                 attempts=r["attempts"] + 1,
             )
             for r in rows

@@ -365,7 +365,7 @@ class SqliteOrderRepository(OrderRepository):
         return int(self.conn.execute("SELECT COUNT(*) FROM orders WHERE user_id = ?", (user_id,)).fetchone()[0])
 
 
-def _notification(row: sqlite3.Row) -> Notification:
+def notification_from_row(row: sqlite3.Row) -> Notification:
     return Notification(
         notification_id=row["notification_id"],
         event_id=row["event_id"],
@@ -420,7 +420,7 @@ class SqliteNotificationRepository(NotificationRepository):
                 (user_id, before, limit + 1),
             ).fetchall()
         next_cursor = encode_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None
-        return Page([_notification(r) for r in rows[:limit]], next_cursor)
+        return Page([notification_from_row(r) for r in rows[:limit]], next_cursor)
 
 
 class SqliteImportRepository(ImportRepository):
