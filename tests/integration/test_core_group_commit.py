@@ -4,6 +4,7 @@ of the group and leaves nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -172,3 +173,135 @@ def test_nested_writes_on_one_thread_become_durable_with_the_outer_one(db: Datab
             raise RuntimeError("undo me")
         assert committed(db) == []
     assert committed(db) == ["inner-1"]
+
+
+# -- writes from an event loop (what the HTTP API uses) ----------------------------------------------
+
+
+def insert(db: Database, who: str) -> Callable[[], str]:
+    def job() -> str:
+        with db.write() as conn:
+            conn.execute("INSERT INTO notes (who) VALUES (?)", (who,))
+        return who
+
+    return job
+
+
+def test_jobs_queued_on_a_loop_run_on_its_thread_share_one_commit_and_each_is_durable_on_return(db: Database) -> None:
+    commits = count_commits(db)
+    ran_on: set[int] = set()
+    seen_on_return: dict[str, bool] = {}
+
+    async def one(who: str) -> None:
+        job = insert(db, who)
+
+        def traced() -> str:
+            ran_on.add(threading.get_ident())
+            return job()
+
+        assert await db.write_in_loop(traced) == who
+        seen_on_return[who] = who in committed(db)
+
+    async def main() -> int:
+        await asyncio.gather(*(one(f"w{n}") for n in range(20)))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert ran_on == {loop_thread}
+    assert seen_on_return == {f"w{n}": True for n in range(20)}
+    assert sorted(committed(db)) == sorted(f"w{n}" for n in range(20))
+    # All 20 were queued before the drain task first ran: one group, one COMMIT (one fsync).
+    assert len(commits) == 1
+
+
+def test_a_failing_job_on_the_loop_undoes_only_itself_and_its_caller_gets_the_error(db: Database) -> None:
+    def bad() -> None:
+        with db.write() as conn:
+            conn.execute("INSERT INTO notes (who) VALUES ('half-done')")
+            conn.execute("INSERT INTO notes (who) VALUES (NULL)")
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            db.write_in_loop(insert(db, "a")),
+            db.write_in_loop(bad),
+            db.write_in_loop(insert(db, "b")),
+            return_exceptions=True,
+        )
+
+    a, error, b = asyncio.run(main())
+    assert (a, b) == ("a", "b")
+    assert isinstance(error, sqlite3.IntegrityError)
+    assert sorted(committed(db)) == ["a", "b"]
+
+
+def test_when_a_loop_groups_commit_fails_every_job_of_it_is_told_and_nothing_is_written(db: Database) -> None:
+    def poison() -> None:
+        with db.write() as conn:
+            conn.execute("PRAGMA defer_foreign_keys = ON")
+            conn.execute("INSERT INTO child (note_id) VALUES (424242)")
+
+    async def main() -> list[object]:
+        blocker = asyncio.ensure_future(db.write_in_loop(insert(db, "first")))  # commits alone
+        await asyncio.sleep(0)
+        group = [db.write_in_loop(insert(db, "innocent")), db.write_in_loop(poison)]
+        return [await blocker, *await asyncio.gather(*group, return_exceptions=True)]
+
+    first, innocent, poisoned = asyncio.run(main())
+    assert first == "first"
+    assert isinstance(innocent, GroupCommitFailed) and "FOREIGN KEY" in str(innocent)
+    assert isinstance(poisoned, GroupCommitFailed)
+    assert committed(db) == ["first"]
+    assert asyncio.run(db.write_in_loop(insert(db, "after"))) == "after"
+    assert committed(db) == ["first", "after"]
+
+
+def test_the_loop_keeps_serving_while_a_thread_of_the_process_holds_the_writer_lock(db: Database) -> None:
+    held = threading.Event()
+    release = threading.Event()
+
+    def background_writer() -> None:
+        with db.write() as conn:
+            conn.execute("INSERT INTO notes (who) VALUES ('thread')")
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=background_writer)
+    thread.start()
+    assert held.wait(10)
+
+    async def main() -> tuple[str, int]:
+        ticks = 0
+        write = asyncio.ensure_future(db.write_in_loop(insert(db, "loop")))
+        while ticks < 20:  # the loop is not blocked on the lock: it goes on running other work
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done()
+        release.set()
+        return await write, ticks
+
+    who, ticks = asyncio.run(main())
+    thread.join(10)
+    assert (who, ticks) == ("loop", 20)
+    assert committed(db) == ["thread", "loop"]
+
+
+def test_the_loop_keeps_serving_while_another_process_holds_sqlites_write_lock(db: Database) -> None:
+    other = sqlite3.connect(db.path, isolation_level=None)  # a CLI import, say
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO notes (who) VALUES ('other process')")
+
+    async def main() -> tuple[str, int]:
+        ticks = 0
+        write = asyncio.ensure_future(db.write_in_loop(insert(db, "loop")))
+        while ticks < 20:
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not write.done()
+        other.execute("COMMIT")
+        return await write, ticks
+
+    try:
+        assert asyncio.run(main()) == ("loop", 20)
+    finally:
+        other.close()
+    assert committed(db) == ["other process", "loop"]

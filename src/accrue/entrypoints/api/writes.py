@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,8 +14,9 @@ T = TypeVar("T")
 
 async def run_write(app: Application, work: Callable[[], T]) -> T:
     """Run ``work`` (reads and commands through the bus) where writes are cheapest, and return once
-    its writes are durable: on SQLite, the database's writer thread, which commits the writes of
-    concurrent requests together (one fsync, each request still atomic); elsewhere the thread pool."""
+    its writes are durable: on SQLite, on the event loop itself, in a group with the writes of
+    concurrent requests (one fsync in a thread for the group, each request still atomic); elsewhere
+    the thread pool."""
     if app.database is not None:
-        return await asyncio.wrap_future(app.database.submit(work))
+        return await app.database.write_in_loop(work)
     return await run_in_threadpool(work)
