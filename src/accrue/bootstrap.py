@@ -302,6 +302,9 @@ def _wire_webhooks_and_channels(
         assert database is not None
         notifiers = _local_notifiers(application, database)
     notifiers.update(overrides.get("notifiers", {}))
+    # Local outboxes write to this database: their sends and the records of them can share one
+    # transaction. Any channel on the network (SMTP, SNS) is never called inside one.
+    all_local = database is not None and all(isinstance(n, LocalOutboxNotifier) for n in notifiers.values())
     application.services["notification_dispatcher"] = notify.NotificationDispatcher(
         uow_factory,
         notifiers,
@@ -310,6 +313,7 @@ def _wire_webhooks_and_channels(
         max_attempts=settings.notification_max_attempts,
         retry_base_seconds=settings.notification_retry_base_seconds,
         poll_seconds=settings.notification_poll_seconds,
+        transaction_group=database.group if all_local and database is not None else None,
     )
 
 

@@ -10,17 +10,20 @@ while a message is on the wire:
    and kind) plus the channel: a second plan of the same notification adds nothing;
 2. claim: due ``pending`` sends become ``sending`` in a committed transaction *before* the message
    leaves;
-3. send, then record ``sent`` (or ``pending`` again with a backoff, ``failed`` after the last attempt).
+3. send the batch, then record each ``sent`` (or ``pending`` again with a backoff, ``failed`` after
+   the last attempt) in one transaction.
 
-A crash between 2 and 3 leaves the send ``sending``: it is never sent again automatically, so no
+A crash between 2 and the end of 3 leaves the send ``sending``: it is never sent again automatically, so no
 member hears about one event twice on one channel (at most once; operators see such sends in the
 table and may re-queue them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +47,8 @@ from accrue.service_layer.background import PollingWorker
 log = logging.getLogger(__name__)
 
 UowFactory = Callable[..., UnitOfWork]
+# What became of one send: its new status, why (skipped or failed), and when to try again (pending).
+SendOutcome = tuple[SendStatus, str | None, datetime | None]
 EMAIL_LAYOUT_TEMPLATE = "notifications/email_layout.html"
 
 
@@ -88,8 +93,11 @@ class NotificationDispatcher(PollingWorker):
         retry_base_seconds: float = 5.0,
         batch_size: int = 50,
         poll_seconds: float = 1.0,
+        transaction_group: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        # Only for channels that write to the application's own database (see send_due).
+        self.transaction_group = transaction_group or contextlib.nullcontext
         self.notifiers = dict(notifiers)
         self.renderer = renderer
         self.clock = clock
@@ -132,41 +140,64 @@ class NotificationDispatcher(PollingWorker):
         with self.uow_factory() as uow:
             claimed = uow.notification_sends.claim_due(self.clock(), self.batch_size)
             uow.commit()
+        if not claimed:
+            return 0
+        # Checked again at send time, once per member of the batch: the member may have opted out,
+        # or been erased, since planning.
+        with self.uow_factory(readonly=True) as uow:
+            audience = {
+                user_id: (recipient_of(uow.members.get(user_id)), uow.notification_preferences.get(user_id))
+                for user_id in {send.notification.user_id for send in claimed}
+            }
+        # Skip decisions and rendering first, outside any transaction.
+        prepared: list[tuple[PendingSend, SendOutcome | ChannelMessage]] = []
         for send in claimed:
             try:
-                self._send(send)
+                prepared.append((send, self._prepare(send, *audience[send.notification.user_id])))
             except Exception:
                 # The send stays 'sending': never sent twice, and logged for an operator.
-                log.exception("notification send %s could not be completed", send.dedupe_key)
+                log.exception("notification send %s could not be prepared", send.dedupe_key)
+        # Then send, and record the batch in one transaction: a crash before it commits leaves these
+        # sends 'sending' (never sent again), as a crash between one send and its own record would.
+        # When every channel writes to this database (local outboxes) the group makes the sends and
+        # their records one transaction; a channel on the network is never called inside one.
+        with self.transaction_group():
+            outcomes: list[tuple[PendingSend, SendOutcome]] = []
+            for send, step in prepared:
+                try:
+                    outcomes.append((send, self._deliver(send, step) if isinstance(step, ChannelMessage) else step))
+                except Exception:
+                    log.exception("notification send %s could not be completed", send.dedupe_key)
+            now = self.clock()
+            with self.uow_factory() as uow:
+                for send, (status, reason, retry_at) in outcomes:
+                    uow.notification_sends.finish(send.send_id, status, now, reason=reason, retry_at=retry_at)
+                uow.commit()
         return len(claimed)
 
-    def _send(self, send: PendingSend) -> None:
-        notification = send.notification
-        with self.uow_factory(readonly=True) as uow:
-            recipient = recipient_of(uow.members.get(notification.user_id))
-            preferences = uow.notification_preferences.get(notification.user_id)
-        # Checked again at send time: the member may have opted out, or been erased, since planning.
+    def _prepare(
+        self, send: PendingSend, recipient: Recipient | None, preferences: Preferences
+    ) -> SendOutcome | ChannelMessage:
+        """The message to send, or the reason not to send it."""
         reason = plan_channel(send.channel, preferences, recipient)
         if reason is not None or recipient is None:
-            self._finish(send, SendStatus.SKIPPED, reason=reason or "no such member")
-            return
+            return SendStatus.SKIPPED, reason or "no such member", None
         address = recipient.address(send.channel)
         if address is None:
-            self._finish(send, SendStatus.SKIPPED, reason=f"no {send.channel.value} address")
-            return
-        message = self.message_for(send, address)
+            return SendStatus.SKIPPED, f"no {send.channel.value} address", None
+        return self.message_for(send, address)
+
+    def _deliver(self, send: PendingSend, message: ChannelMessage) -> SendOutcome:
         try:
             self.notifiers[send.channel].send(message)
         except Exception as exc:  # noqa: BLE001 - a refused message did not leave: retry, then give up
             error = f"{type(exc).__name__}: {exc}"
             if send.attempts >= self.max_attempts:
                 log.warning("notification %s failed for good: %s", send.dedupe_key, error)
-                self._finish(send, SendStatus.FAILED, reason=error)
-            else:
-                delay = self.retry_base_seconds * (2 ** (send.attempts - 1))
-                self._finish(send, SendStatus.PENDING, reason=error, retry_at=self.clock() + timedelta(seconds=delay))
-            return
-        self._finish(send, SendStatus.SENT)
+                return SendStatus.FAILED, error, None
+            delay = self.retry_base_seconds * (2 ** (send.attempts - 1))
+            return SendStatus.PENDING, error, self.clock() + timedelta(seconds=delay)
+        return SendStatus.SENT, None, None
 
     def message_for(self, send: PendingSend, address: str) -> ChannelMessage:
         notification = send.notification
@@ -196,18 +227,6 @@ class NotificationDispatcher(PollingWorker):
             subject=notification.subject,
             text=text,
         )
-
-    def _finish(
-        self,
-        send: PendingSend,
-        status: SendStatus,
-        *,
-        reason: str | None = None,
-        retry_at: datetime | None = None,
-    ) -> None:
-        with self.uow_factory() as uow:
-            uow.notification_sends.finish(send.send_id, status, self.clock(), reason=reason, retry_at=retry_at)
-            uow.commit()
 
 
 COMMAND_HANDLERS: dict[type[Command], Callable[..., Any]] = {UpdatePreferences: update_preferences}

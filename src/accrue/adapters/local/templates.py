@@ -16,6 +16,9 @@ class JinjaRenderer:
             undefined=StrictUndefined,
             keep_trailing_newline=False,
             trim_blocks=False,
+            # The templates ship inside the package and never change under a running process:
+            # without this, every render stats the template file to see whether to reload it.
+            auto_reload=False,
         )
 
     def render(self, template: str, context: Mapping[str, Any]) -> str:
