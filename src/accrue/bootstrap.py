@@ -222,6 +222,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         base_delay_seconds=settings.outbox_base_delay_seconds,
         poll_seconds=settings.outbox_poll_seconds,
         transaction_group=database.group if database is not None else None,
+        others_waiting=database.writers_waiting if database is not None else None,
     )
     worker_ref["worker"] = worker
     idempotency: IdempotencyStore

@@ -30,6 +30,7 @@ class OutboxWorker(PollingWorker):
         poll_seconds: float = 1.0,
         transaction_group: Callable[[], AbstractContextManager[object]] | None = None,
         group_seconds: float = 0.01,
+        others_waiting: Callable[[], bool] | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock
@@ -43,6 +44,8 @@ class OutboxWorker(PollingWorker):
         # short so that request handlers waiting for the writer lock are not held up.
         self.transaction_group = transaction_group or contextlib.nullcontext
         self.group_seconds = group_seconds
+        # True when another writer (an API request) waits: the group ends after the current message.
+        self.others_waiting = others_waiting or (lambda: False)
         super().__init__(thread_name="outbox-worker", poll_seconds=poll_seconds)
 
     def retry_delay(self, attempts_so_far: int) -> timedelta:
@@ -69,7 +72,7 @@ class OutboxWorker(PollingWorker):
         while index < len(batch):
             self._process(batch[index])
             index += 1
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.others_waiting():
                 break
         return index
 

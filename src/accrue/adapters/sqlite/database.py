@@ -139,6 +139,11 @@ class Database:
         """True while this thread holds an open write unit."""
         return bool(getattr(self._local, "depth", 0))
 
+    def writers_waiting(self) -> bool:
+        """True while some writer waits for the lock: long-running background work should end its
+        group early and let it in."""
+        return self._queued > 0
+
     def writer_connection(self) -> sqlite3.Connection:
         """The shared writing connection; only for the thread that holds an open write unit."""
         if not self.writing() or self._writer is None:
@@ -480,8 +485,16 @@ class _LoopWriter:
         db = self.db
         while True:
             while not db.write_lock.acquire(blocking=False):
-                # A thread of this process writes: wait for it in a thread, then try again.
-                await self.loop.run_in_executor(None, self._wait_for_lock)
+                # A thread of this process writes: wait for it in a thread, then try again. Counted
+                # as queued, so that the thread hands its open transaction on to this group (no
+                # fsync of its own) and background loops stop early (``writers_waiting``).
+                with db._queued_lock:
+                    db._queued += 1
+                try:
+                    await self.loop.run_in_executor(None, self._wait_for_lock)
+                finally:
+                    with db._queued_lock:
+                        db._queued -= 1
             try:
                 group = self._begin()
             except BaseException:
