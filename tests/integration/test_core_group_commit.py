@@ -256,6 +256,8 @@ def test_when_a_loop_groups_commit_fails_every_job_of_it_is_told_and_nothing_is_
 
 
 def test_the_loop_keeps_serving_while_a_thread_of_the_process_holds_the_writer_lock(db: Database) -> None:
+    commits = count_commits(db)
+    db.group_max_seconds = 60  # this test holds the thread's group open far longer than 5 ms
     held = threading.Event()
     release = threading.Event()
 
@@ -283,6 +285,8 @@ def test_the_loop_keeps_serving_while_a_thread_of_the_process_holds_the_writer_l
     thread.join(10)
     assert (who, ticks) == ("loop", 20)
     assert committed(db) == ["thread", "loop"]
+    # The loop waited as a queued writer: the thread handed its open transaction on, one COMMIT.
+    assert len(commits) == 1
 
 
 def test_the_loop_keeps_serving_while_another_process_holds_sqlites_write_lock(db: Database) -> None:
