@@ -223,6 +223,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         poll_seconds=settings.outbox_poll_seconds,
         transaction_group=database.group if database is not None else None,
         others_waiting=database.writers_waiting if database is not None else None,
+        linger_seconds=settings.worker_linger_seconds,
     )
     worker_ref["worker"] = worker
     idempotency: IdempotencyStore
@@ -315,6 +316,7 @@ def _wire_webhooks_and_channels(
         retry_base_seconds=settings.notification_retry_base_seconds,
         poll_seconds=settings.notification_poll_seconds,
         transaction_group=database.group if all_local and database is not None else None,
+        linger_seconds=settings.worker_linger_seconds,
     )
 
 

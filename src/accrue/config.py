@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(default=5, ge=1)
     outbox_base_delay_seconds: float = Field(default=1.0, ge=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # A busy outbox worker or notification dispatcher pauses this long between rounds, so that work
+    # arriving under load is handled in batches (see PollingWorker); 0 turns it off.
+    worker_linger_seconds: float = Field(default=0.05, ge=0, le=5)
 
     # -- payments --------------------------------------------------------------------------------
     payment_workers: int = Field(default=2, ge=0, le=32)

@@ -3,6 +3,8 @@ queue after maxReceiveCount receives, redrive, retention; and sends inside a uni
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,27 @@ def test_receive_waits_for_a_message_up_to_the_wait_time(database: Database) -> 
     received = queue.receive(1, wait_seconds=5)
     assert [m.body for m in received] == [{"late": True}]
     assert queue.receive(1, wait_seconds=0.1) == []
+
+
+def test_an_idle_poll_does_not_wait_for_the_writer_lock(queue: SqliteQueue, database: Database) -> None:
+    # Consumers poll many times a second; an empty queue must not queue them behind (or ahead of)
+    # the API's writes. Holding the writer lock on another thread, an empty receive still returns.
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with database.write():
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(10)
+    try:
+        started = time.monotonic()
+        assert queue.receive(10) == []
+        assert time.monotonic() - started < 1
+    finally:
+        release.set()
+        thread.join(10)
+    queue.send({"n": 1})
+    assert [m.body for m in queue.receive(10)] == [{"n": 1}]

@@ -94,6 +94,7 @@ class NotificationDispatcher(PollingWorker):
         batch_size: int = 50,
         poll_seconds: float = 1.0,
         transaction_group: Callable[[], AbstractContextManager[object]] | None = None,
+        linger_seconds: float = 0.0,
     ) -> None:
         self.uow_factory = uow_factory
         # Only for channels that write to the application's own database (see send_due).
@@ -104,7 +105,9 @@ class NotificationDispatcher(PollingWorker):
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.batch_size = batch_size
-        super().__init__(thread_name="notification-dispatcher", poll_seconds=poll_seconds)
+        super().__init__(
+            thread_name="notification-dispatcher", poll_seconds=poll_seconds, linger_seconds=linger_seconds
+        )
 
     def run_once(self) -> int:
         """Plan queued notifications and attempt every due send once; returns how much was done."""

@@ -31,6 +31,7 @@ class OutboxWorker(PollingWorker):
         transaction_group: Callable[[], AbstractContextManager[object]] | None = None,
         group_seconds: float = 0.01,
         others_waiting: Callable[[], bool] | None = None,
+        linger_seconds: float = 0.0,
     ) -> None:
         self.bus = bus
         self.clock = clock
@@ -44,9 +45,12 @@ class OutboxWorker(PollingWorker):
         # short so that request handlers waiting for the writer lock are not held up.
         self.transaction_group = transaction_group or contextlib.nullcontext
         self.group_seconds = group_seconds
-        # True when another writer (an API request) waits: the group ends after the current message.
+        # True when another writer (an API request) waits: the group ends after the current message
+        # once it has run ``min_group_seconds`` (a group per message would hand the lock back and
+        # forth, which costs more than the wait).
         self.others_waiting = others_waiting or (lambda: False)
-        super().__init__(thread_name="outbox-worker", poll_seconds=poll_seconds)
+        self.min_group_seconds = min(0.002, group_seconds)
+        super().__init__(thread_name="outbox-worker", poll_seconds=poll_seconds, linger_seconds=linger_seconds)
 
     def retry_delay(self, attempts_so_far: int) -> timedelta:
         """1 s, 2 s, 4 s, 8 s ... capped: the delay before attempt ``attempts_so_far + 1``."""
@@ -69,10 +73,12 @@ class OutboxWorker(PollingWorker):
     def _process_until(self, batch: list[int], start: int, deadline: float) -> int:
         """Process from ``start`` until the batch or the time runs out (at least one); returns the next index."""
         index = start
+        may_yield_at = time.monotonic() + self.min_group_seconds
         while index < len(batch):
             self._process(batch[index])
             index += 1
-            if time.monotonic() >= deadline or self.others_waiting():
+            now = time.monotonic()
+            if now >= deadline or (now >= may_yield_at and self.others_waiting()):
                 break
         return index
 

@@ -72,6 +72,18 @@ class SqliteQueue(Queue):
         self.clock = clock
         self._arrived = threading.Event()
 
+    def _anything_visible(self) -> bool:
+        """A read on this thread's own connection: is any message of this queue ready now?"""
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT 1 FROM queue_messages WHERE queue = ? AND status = 'ready' AND visible_at <= ? LIMIT 1",
+                (self.name, self.clock()),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def send_batch(self, bodies: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0.0) -> list[str]:
         with self.db.write() as conn:
             ids = insert_messages(conn, self.name, bodies, self.clock(), delay_seconds)
@@ -98,6 +110,8 @@ class SqliteQueue(Queue):
 
     def _receive_now(self, max_messages: int, timeout: float) -> list[QueueMessage]:
         received: list[QueueMessage] = []
+        if not self._anything_visible():
+            return received  # an idle poll (20 a second per consumer) never takes the writer lock
         with self.db.write() as conn:
             now = self.clock()
             oldest_kept = now - self.retention_seconds
