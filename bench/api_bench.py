@@ -84,6 +84,10 @@ class Result:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    # CPU the server process used during the measured run (all its threads, user + system), per
+    # request; both scenarios keep one core busy, so the throughput ratio is a ratio of these.
+    server_cpu_us: float
+    server_cores: float
 
     @property
     def rps(self) -> float:
@@ -153,9 +157,20 @@ def wrk(url: str, script: Path, connections: int, threads: int, seconds: int, to
     raise RuntimeError(f"no report from wrk:\n{completed.stdout}\n{completed.stderr}")
 
 
-def measure(scenario: str, url: str, script: Path, connections: int, threads: int, seconds: int, token: str) -> Result:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (every thread) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    scenario: str, url: str, script: Path, connections: int, threads: int, seconds: int, token: str, server_pid: int
+) -> Result:
     wrk(url, script, connections, threads, max(1, seconds // 5), token)  # warm-up, discarded
+    cpu_before, wall_before = cpu_seconds(server_pid), time.monotonic()
     raw = wrk(url, script, connections, threads, seconds, token)
+    cpu = cpu_seconds(server_pid) - cpu_before
+    wall = time.monotonic() - wall_before
     return Result(
         scenario=scenario,
         connections=connections,
@@ -167,6 +182,8 @@ def measure(scenario: str, url: str, script: Path, connections: int, threads: in
         p90_ms=raw["p90"] / 1000,
         p99_ms=raw["p99"] / 1000,
         max_ms=raw["max"] / 1000,
+        server_cpu_us=cpu / max(raw["requests"], 1) * 1e6,
+        server_cores=cpu / wall,
     )
 
 
@@ -208,9 +225,13 @@ def main() -> None:
     try:
         for connections in args.connections:
             results.append(
-                measure("GET /health", f"{url}/health", report, connections, args.threads, args.duration, token)
+                measure(
+                    "GET /health", f"{url}/health", report, connections, args.threads, args.duration, token, server.pid
+                )
             )
-            results.append(measure("POST /transactions", url, writes, connections, args.threads, args.duration, token))
+            results.append(
+                measure("POST /transactions", url, writes, connections, args.threads, args.duration, token, server.pid)
+            )
         postings, sound = ledger_is_sound(folder / "bench.db")
     finally:
         server.terminate()
@@ -221,11 +242,14 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
     print(f"accrue serve, SQLite synchronous={args.sync}, wrk -t{args.threads}, {args.duration} s per run")
-    print(f"{'scenario':<20} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'scenario':<20} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'cpu us/req':>10} {'cores':>6}"
+    )
     for r in results:
         print(
             f"{r.scenario:<20} {r.connections:>5} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} "
-            f"{r.p99_ms:>8.2f} {r.errors:>7}"
+            f"{r.p99_ms:>8.2f} {r.errors:>7} {r.server_cpu_us:>10.0f} {r.server_cores:>6.2f}"
         )
     summary = []
     all_met = True
@@ -255,7 +279,15 @@ def main() -> None:
                 "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
                 "cpus": os.cpu_count(),
                 "sync": args.sync,
-                "results": [{**r.__dict__, "rps": round(r.rps, 1)} for r in results],
+                "results": [
+                    {
+                        **r.__dict__,
+                        "rps": round(r.rps, 1),
+                        "server_cpu_us": round(r.server_cpu_us, 1),
+                        "server_cores": round(r.server_cores, 3),
+                    }
+                    for r in results
+                ],
                 "ratios": summary,
             }
         )
