@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Known only so that it can be refused: a production deployment must bring its own secret.
@@ -123,6 +124,9 @@ class Settings(BaseSettings):
     payment_state_machine_arn: str | None = None
     # The JWT signing secret lives in Secrets Manager; the Lambda handlers read it at cold start.
     jwt_secret_arn: str | None = None
+    # The inbound webhook providers' secrets, a JSON document in Secrets Manager read at cold start
+    # (``with_webhook_secrets``): {"stripe": [...], "shopify": [...], "standard": {"<source>": [...]}}.
+    webhook_secrets_arn: str | None = None
     # Another endpoint for every AWS client (LocalStack, a VPC endpoint); unset in Lambda.
     aws_endpoint_url: str | None = None
 
@@ -196,3 +200,72 @@ class Settings(BaseSettings):
                             "characters in production"
                         )
         return self
+
+
+# The keys of the webhook secrets document (ACCRUE_WEBHOOK_SECRETS_ARN) and the settings they fill.
+WEBHOOK_SECRETS_DOCUMENT = {
+    "stripe": "stripe_webhook_secrets",
+    "shopify": "shopify_webhook_secrets",
+    "standard": "standard_webhook_secrets",
+}
+WEBHOOK_SECRETS_DOCUMENT_SHAPE = '{"stripe": ["..."], "shopify": ["..."], "standard": {"<source>": ["whsec_..."]}}'
+
+
+def with_webhook_secrets(settings: Settings, document: str, *, origin: str = "ACCRUE_WEBHOOK_SECRETS_ARN") -> Settings:
+    """``settings`` with the provider secrets of ``document`` (the JSON value of the webhook secrets
+    secret), validated again by ``Settings`` so that every rule of the environment variables applies.
+
+    Every key is optional; a provider the document names (or a Standard Webhooks source under
+    ``standard``) replaces what the environment set for it, the others keep their environment
+    values. A string stands for a one-element list. Anything else (not JSON, another shape, an
+    unknown key) is a ``ValueError`` starting with ``origin``; messages never quote a secret.
+    """
+    try:
+        parsed = json.loads(document)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{origin}: the secret's value is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{origin}: the secret's value must be a JSON object {WEBHOOK_SECRETS_DOCUMENT_SHAPE}")
+    unknown = sorted(set(parsed) - set(WEBHOOK_SECRETS_DOCUMENT))
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown)
+        raise ValueError(f"{origin}: unknown key(s) {names}; the keys are stripe, shopify and standard")
+    updates: dict[str, Any] = {}
+    for provider in ("stripe", "shopify"):
+        if provider in parsed:
+            updates[WEBHOOK_SECRETS_DOCUMENT[provider]] = _secret_list(parsed[provider], provider, origin)
+    if "standard" in parsed:
+        sources = parsed["standard"]
+        if not isinstance(sources, dict):
+            raise ValueError(f'{origin}: standard must be a JSON object {{"<source>": ["whsec_..."]}}')
+        updates["standard_webhook_secrets"] = {
+            **settings.standard_webhook_secrets,
+            **{name: _secret_list(value, f"standard[{name}]", origin) for name, value in sources.items()},
+        }
+    try:
+        return Settings(**{**settings.model_dump(), **updates})
+    except ValidationError as exc:
+        # Only the rules' messages: pydantic's own rendering would print the input (the secrets).
+        problems = "; ".join(_from_document(str(error["msg"]).removeprefix("Value error, ")) for error in exc.errors())
+        raise ValueError(f"{origin}: {problems}") from None
+
+
+def _secret_list(value: Any, key: str, origin: str) -> list[str]:
+    secrets = [value] if isinstance(value, str) else value
+    if not isinstance(secrets, list):
+        raise ValueError(f"{origin}: {key} must be a list of secrets (strings) or one string")
+    for index, secret in enumerate(secrets):
+        if not isinstance(secret, str) or not secret:
+            raise ValueError(f"{origin}: {key}[{index}] must be a non-empty string")
+    return secrets
+
+
+def _from_document(message: str) -> str:
+    """A rule's message with the setting it names spelled as the document's key (it came from there)."""
+    return (
+        message.replace("ACCRUE_STRIPE_WEBHOOK_SECRETS", "stripe")
+        .replace("ACCRUE_SHOPIFY_WEBHOOK_SECRETS", "shopify")
+        .replace("ACCRUE_STANDARD_WEBHOOK_SECRETS[", "standard[")
+    )

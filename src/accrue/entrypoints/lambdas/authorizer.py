@@ -33,7 +33,7 @@ def secret() -> str:
 
     settings = Settings()
     if settings.jwt_secret_arn:
-        return runtime.fetch_secret(settings, {})
+        return runtime.fetch_secret(settings, {}, settings.jwt_secret_arn, "ACCRUE_JWT_SECRET_ARN")
     return settings.jwt_secret
 
 
