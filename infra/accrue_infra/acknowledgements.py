@@ -65,6 +65,12 @@ REASONS: dict[str, str] = {
         "The JWT signing secret is rotated by the documented runbook (docs/OPERATIONS.md), not automatically: "
         "rotating it invalidates every issued token, so it is a planned operation with a grace period."
     ),
+    "webhook-secret-rotation": (
+        "The inbound webhook signing secrets are issued and rotated at the provider (Stripe, Shopify, each "
+        "Standard Webhooks sender), not by accrue: a Secrets Manager rotation function cannot create them. "
+        "Operators rotate with an overlap (the document lists several secrets per provider, all accepted) "
+        "by the runbook in docs/OPERATIONS.md."
+    ),
 }
 
 

@@ -102,8 +102,12 @@ def use_blob_store(sid: str, bucket_arn: str) -> list[iam.PolicyStatement]:
     return [objects(f"{sid}Objects", bucket_arn, BLOB_OBJECT_ACTIONS), list_bucket(f"{sid}List", bucket_arn)]
 
 
-def read_secret(secret_arn: str) -> iam.PolicyStatement:
-    return _statement("ReadJwtSecret", ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"), [secret_arn])
+SECRET_READ = ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret")
+
+
+def read_secret(sid: str, secret_arn: str) -> iam.PolicyStatement:
+    """A secret fetched at cold start (``lambdas/runtime.fetch_secret``)."""
+    return _statement(sid, SECRET_READ, [secret_arn])
 
 
 def start_executions(state_machine_arn: str) -> iam.PolicyStatement:

@@ -16,7 +16,7 @@ from accrue.adapters.aws import table as table_design
 from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
 from accrue_infra import permissions as allow
 from accrue_infra.api import RestApi, load_openapi
-from accrue_infra.data import Buckets, DataTable, EncryptionKey, JwtSecret
+from accrue_infra.data import Buckets, DataTable, EncryptionKey, JwtSecret, WebhookSecrets
 from accrue_infra.function import AccrueFunction, FunctionSpec
 from accrue_infra.messaging import Messaging
 from accrue_infra.monitoring import Monitoring
@@ -99,7 +99,8 @@ class AccrueStack(Stack):
         key = EncryptionKey(self, "Encryption", settings=settings).key
         data = DataTable(self, "Data", settings=settings, key=key)
         buckets = Buckets(self, "Buckets", settings=settings, key=key)
-        secret = JwtSecret(self, "JwtSecret", settings=settings, key=key).secret
+        jwt_secret = JwtSecret(self, "JwtSecret", settings=settings, key=key).secret
+        webhook_secrets = WebhookSecrets(self, "WebhookSecrets", settings=settings, key=key).secret
         messaging = Messaging(
             self,
             "Messaging",
@@ -151,7 +152,7 @@ class AccrueStack(Stack):
             "ACCRUE_NOTIFICATIONS_TOPIC_ARN": messaging.notifications_topic.topic_arn,
             "ACCRUE_EVENT_BUS_NAME": messaging.event_bus.event_bus_name,
             "ACCRUE_PAYMENT_STATE_MACHINE_ARN": workflow_arn,
-            "ACCRUE_JWT_SECRET_ARN": secret.secret_arn,
+            "ACCRUE_JWT_SECRET_ARN": jwt_secret.secret_arn,
             "POWERTOOLS_SERVICE_NAME": "accrue",
             "POWERTOOLS_METRICS_NAMESPACE": "accrue",
             # Lambda's only writable directory: streamed CSV uploads spool here.
@@ -164,21 +165,26 @@ class AccrueStack(Stack):
             str(settings.lambda_code_dir()), exclude=["**/__pycache__", "**/*.pyc", "*.dist-info/RECORD"]
         )
 
-        def function(construct_id: str, spec: FunctionSpec, *statements: iam.PolicyStatement) -> AccrueFunction:
+        def function(
+            construct_id: str,
+            spec: FunctionSpec,
+            *statements: iam.PolicyStatement,
+            own_environment: dict[str, str] | None = None,
+        ) -> AccrueFunction:
             return AccrueFunction(
                 self,
                 construct_id,
                 spec=spec,
                 name=settings.name(spec.purpose),
                 code=code,
-                environment=environment,
+                environment={**environment, **(own_environment or {})},
                 key=key,
                 log_retention=retention,
                 removal_policy=removal,
                 # Every handler builds its application through lambdas/runtime.py, which reads the
                 # JWT secret named by ACCRUE_JWT_SECRET_ARN at cold start (production refuses to
                 # start without it), so every role needs it, not only the API and the authorizer.
-                statements=[allow.use_key(key), allow.read_secret(secret.secret_arn), *statements],
+                statements=[allow.use_key(key), allow.read_secret("ReadJwtSecret", jwt_secret.secret_arn), *statements],
             )
 
         payments, notifications = messaging.payments, messaging.notifications
@@ -200,6 +206,10 @@ class AccrueStack(Stack):
             allow.copy_into("HandOverBatchFiles", uploads_arn),
             allow.send_to("EnqueueAndRedrive", payments.queue, notifications.queue),
             allow.drain("InspectDeadLetters", payments.dead_letter, notifications.dead_letter),
+            # Only this function serves /webhooks/*: it alone is told where the providers' signing
+            # secrets are, and reads them at cold start.
+            allow.read_secret("ReadWebhookSecrets", webhook_secrets.secret_arn),
+            own_environment={"ACCRUE_WEBHOOK_SECRETS_ARN": webhook_secrets.secret_arn},
         )
         authorizer_function = function("AuthorizerFunction", AUTHORIZER)
         stream_function = function(
@@ -403,7 +413,11 @@ class AccrueStack(Stack):
             "AlarmTopicArn": (messaging.alarm_topic.topic_arn, "Subscribe on-call here"),
             "EventBusName": (messaging.event_bus.event_bus_name, "Domain events (EventBridge)"),
             "PaymentStateMachineArn": (self.workflow.state_machine.state_machine_arn, "Payment workflow"),
-            "JwtSecretArn": (secret.secret_arn, "JWT signing secret (Secrets Manager)"),
+            "JwtSecretArn": (jwt_secret.secret_arn, "JWT signing secret (Secrets Manager)"),
+            "WebhookSecretsArn": (
+                webhook_secrets.secret_arn,
+                "Inbound webhook signing secrets, JSON {stripe, shopify, standard} (Secrets Manager)",
+            ),
             "DashboardUrl": (self.monitoring.dashboard_url(), "CloudWatch dashboard"),
         }
         for output_id, (value, description) in outputs.items():

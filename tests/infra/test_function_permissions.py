@@ -4,7 +4,9 @@
 and the adapters they build in ``src/accrue/adapters/aws``), as IAM actions on named resources:
 
 - every handler builds its application in ``lambdas/runtime.py``, which reads the JWT secret named
-  by ``ACCRUE_JWT_SECRET_ARN`` at cold start (the secret, like every data store, uses the CMK);
+  by ``ACCRUE_JWT_SECRET_ARN`` at cold start (the secret, like every data store, uses the CMK), and
+  the webhook provider secrets named by ``ACCRUE_WEBHOOK_SECRETS_ARN`` where that is set: only in
+  the API function, the one that serves ``/webhooks/*``;
 - ``DynamoSession``: GetItem, BatchGetItem, Query (table and its indexes), TransactWriteItems
   (authorised as Put/Update/Delete/ConditionCheck), Scan (GDPR sweeps, API only);
 - ``S3BlobStore``: put_object, multipart upload (PutObject, AbortMultipartUpload), get_object,
@@ -70,6 +72,8 @@ NEEDS: dict[str, set[Need]] = {
     | {
         # GDPR export and erasure sweep the whole table.
         ("dynamodb:Scan", "DataTable"),
+        # Inbound webhooks: the providers' signing secrets, read at cold start.
+        ("secretsmanager:GetSecretValue", "WebhookSecretsSecret"),
         # Inbound webhooks archive payloads; erasure lists, reads and deletes them.
         ("s3:PutObject", "BucketsWebhookArchive/*"),
         ("s3:GetObject", "BucketsWebhookArchive/*"),
@@ -247,13 +251,43 @@ def test_only_the_api_may_scan_the_table(resources: Resources) -> None:
     assert scanning == {"api"}
 
 
-def test_every_function_that_is_told_the_secret_arn_may_read_that_secret(resources: Resources) -> None:
+SECRET_VARIABLES = {"ACCRUE_JWT_SECRET_ARN": "JwtSecret", "ACCRUE_WEBHOOK_SECRETS_ARN": "WebhookSecretsSecret"}
+
+
+@pytest.mark.parametrize(("variable", "symbol"), sorted(SECRET_VARIABLES.items()))
+def test_every_function_that_is_told_a_secret_arn_may_read_that_secret(
+    resources: Resources, variable: str, symbol: str
+) -> None:
     resolve = Resolver(resources)
+    told = 0
     for function in of_type(resources, "AWS::Lambda::Function").values():
         variables = function["Properties"]["Environment"]["Variables"]
-        if "ACCRUE_JWT_SECRET_ARN" not in variables:
+        if variable not in variables:
             continue
-        secret = nag_reference(variables["ACCRUE_JWT_SECRET_ARN"])
-        assert secret == resolve.arn("JwtSecret")
+        told += 1
+        secret = nag_reference(variables[variable])
+        assert secret == resolve.arn(symbol)
         granted = set(allowed(resources, str(function["Properties"]["Role"]["Fn::GetAtt"][0])))
         assert ("secretsmanager:GetSecretValue", secret) in granted, function["Properties"]["FunctionName"]
+    assert told >= 1, variable
+
+
+def test_only_the_api_is_told_where_the_webhook_secrets_are_and_may_read_them(resources: Resources) -> None:
+    # The API function serves /webhooks/* (every API route integrates with it); no other function
+    # verifies a provider's signature, so none gets the variable or the grant (least privilege).
+    resolve = Resolver(resources)
+    jwt_secret, webhook_secrets = resolve.arn("JwtSecret"), resolve.arn("WebhookSecretsSecret")
+    told, readers = set(), set()
+    for purpose in NEEDS:
+        name = f"accrue-{purpose}-{ENV_SUFFIX}"
+        (function,) = (
+            f for f in of_type(resources, "AWS::Lambda::Function").values() if f["Properties"]["FunctionName"] == name
+        )
+        if "ACCRUE_WEBHOOK_SECRETS_ARN" in function["Properties"]["Environment"]["Variables"]:
+            told.add(purpose)
+        # Any Secrets Manager action on anything but the JWT secret (a wildcard resource included).
+        secrets = {r for a, r in allowed(resources, role_id(resources, purpose)) if a.startswith("secretsmanager:")}
+        if secrets - {jwt_secret}:
+            readers.add(purpose)
+            assert secrets - {jwt_secret} == {webhook_secrets}, purpose
+    assert told == readers == {"api"}

@@ -35,6 +35,8 @@ CONTRACT_HANDLERS = {
     f"{HANDLERS}.schedules.tier_review_handler",
     f"{HANDLERS}.workflow_steps.handler",
 }
+# Told to the API function only (it serves /webhooks/*), not part of every function's contract.
+WEBHOOK_SECRETS = "ACCRUE_WEBHOOK_SECRETS_ARN"
 CONTRACT_ENVIRONMENT = {
     "ACCRUE_BACKEND",
     "ACCRUE_ENV",
@@ -625,10 +627,40 @@ def test_topics_and_the_secret_are_encrypted_with_the_customer_managed_key(resou
     assert key["Properties"]["EnableKeyRotation"] is True
     for topic in of_type(resources, "AWS::SNS::Topic").values():
         assert ref_id(topic["Properties"]["KmsMasterKeyId"]) in keys
-    (secret,) = of_type(resources, "AWS::SecretsManager::Secret").values()
-    assert ref_id(secret["Properties"]["KmsKeyId"]) in keys
-    assert "SecretString" not in secret["Properties"]
-    assert secret["Properties"]["GenerateSecretString"]["PasswordLength"] == 64
+    secrets = {s["Properties"]["Name"]: s for s in of_type(resources, "AWS::SecretsManager::Secret").values()}
+    assert set(secrets) == {f"accrue/{ENV_SUFFIX}/jwt-secret", f"accrue/{ENV_SUFFIX}/webhook-secrets"}
+    for secret in secrets.values():
+        assert ref_id(secret["Properties"]["KmsKeyId"]) in keys
+        assert secret["DeletionPolicy"] == "Retain"
+    jwt = secrets[f"accrue/{ENV_SUFFIX}/jwt-secret"]["Properties"]
+    assert "SecretString" not in jwt
+    assert jwt["GenerateSecretString"]["PasswordLength"] == 64
+
+
+def test_the_webhook_secrets_start_empty_for_operators_to_fill_and_only_the_api_is_told_of_them(
+    resources: Resources, template: dict[str, Any]
+) -> None:
+    (secret_id,) = (
+        logical_id
+        for logical_id, secret in of_type(resources, "AWS::SecretsManager::Secret").items()
+        if secret["Properties"]["Name"] == f"accrue/{ENV_SUFFIX}/webhook-secrets"
+    )
+    props = resources[secret_id]["Properties"]
+    # The providers issue the secrets: the stack never generates one, it starts with no provider on.
+    assert props["SecretString"] == "{}"
+    assert "GenerateSecretString" not in props
+    told = {
+        f["Properties"]["FunctionName"]: ref_id(f["Properties"]["Environment"]["Variables"][WEBHOOK_SECRETS])
+        for f in of_type(resources, "AWS::Lambda::Function").values()
+        if WEBHOOK_SECRETS in f["Properties"]["Environment"]["Variables"]
+    }
+    api_functions = {
+        f["Properties"]["FunctionName"]
+        for f in of_type(resources, "AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == f"{HANDLERS}.http.handler"
+    }
+    assert told == dict.fromkeys(api_functions, secret_id) and len(told) == 1
+    assert ref_id(template["Outputs"]["WebhookSecretsArn"]["Value"]) == secret_id
 
 
 NAME_PROPERTIES = (
@@ -691,6 +723,8 @@ def test_outputs_name_the_endpoints_and_resources(template: dict[str, Any]) -> N
         "AlarmTopicArn",
         "EventBusName",
         "PaymentStateMachineArn",
+        "JwtSecretArn",
+        "WebhookSecretsArn",
         "DashboardUrl",
     ):
         assert name in outputs, name
