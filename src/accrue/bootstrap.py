@@ -297,9 +297,9 @@ def _wire_webhooks_and_channels(
     aws: AwsBackend | None = application.services.get("aws")
     notifiers: dict[Channel, Notifier] = {}
     if aws is not None:
-        # On AWS every channel leaves through the notifications topic (filtered by a channel attribute).
-        sns = aws.notifier()
-        notifiers = {channel: sns for channel in Channel} if sns is not None else {}
+        # On AWS the channels leave through the notifications topic (filtered by a channel attribute),
+        # e-mail through SES instead when a verified sender is configured (ACCRUE_SES_FROM_ADDRESS).
+        notifiers = aws.notifiers()
     else:
         assert database is not None
         notifiers = _local_notifiers(application, database)

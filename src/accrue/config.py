@@ -20,6 +20,10 @@ DEVELOPMENT_WEBHOOK_SECRET = "whsec_YWNjcnVlLWRldmVsb3BtZW50LXdlYmhvb2sta2V5"  #
 WEBHOOK_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 BUILT_IN_WEBHOOK_PROVIDERS = frozenset({"stripe", "shopify"})
 MIN_PRODUCTION_WEBHOOK_SECRET_LENGTH = 24
+# A bare address (what SES verifies as an identity): no display name, one @, a dotted domain.
+SES_FROM_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?=.{1,253}$)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# SES configuration set names: letters, digits, underscores and dashes, at most 64 characters.
+SES_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Settings(BaseSettings):
@@ -127,6 +131,11 @@ class Settings(BaseSettings):
     # The inbound webhook providers' secrets, a JSON document in Secrets Manager read at cold start
     # (``with_webhook_secrets``): {"stripe": [...], "shopify": [...], "standard": {"<source>": [...]}}.
     webhook_secrets_arn: str | None = None
+    # E-mail through Amazon SES (API v2) from this verified address; SMS and push stay on the topic.
+    # Unset: every channel, e-mail included, is published to the notifications topic.
+    ses_from_address: str | None = None
+    # An SES configuration set for every e-mail (event destinations: deliveries, bounces, complaints).
+    ses_configuration_set: str | None = None
     # Another endpoint for every AWS client (LocalStack, a VPC endpoint); unset in Lambda.
     aws_endpoint_url: str | None = None
 
@@ -149,6 +158,28 @@ class Settings(BaseSettings):
             if len(self.jwt_secret) < 32:
                 raise ValueError("ACCRUE_JWT_SECRET: must be at least 32 characters in production")
         return self
+
+    @field_validator("ses_from_address", "ses_configuration_set", mode="before")
+    @classmethod
+    def blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("ses_from_address")
+    @classmethod
+    def check_ses_from_address(cls, value: str | None) -> str | None:
+        if value is not None and not SES_FROM_ADDRESS.match(value):
+            raise ValueError(
+                "ACCRUE_SES_FROM_ADDRESS: must be one e-mail address, local@domain.tld, "
+                "without a display name, spaces or angle brackets"
+            )
+        return value
+
+    @field_validator("ses_configuration_set")
+    @classmethod
+    def check_ses_configuration_set(cls, value: str | None) -> str | None:
+        if value is not None and not SES_CONFIGURATION_SET.match(value):
+            raise ValueError("ACCRUE_SES_CONFIGURATION_SET: 1-64 of letters, digits, _ and -")
+        return value
 
     @field_validator("stripe_webhook_secrets", "shopify_webhook_secrets", mode="before")
     @classmethod

@@ -15,14 +15,25 @@ from accrue.adapters.aws.eventbridge import EventBridgePublisher
 from accrue.adapters.aws.idempotency import DynamoIdempotencyStore
 from accrue.adapters.aws.queue_writer import DynamoQueueWriter, QueuedSendForwarder
 from accrue.adapters.aws.s3_blobs import PrefixRoutedBlobStore, S3BlobStore
+from accrue.adapters.aws.ses_notifier import SesEmailNotifier
 from accrue.adapters.aws.sns_notifier import SnsNotifier
 from accrue.adapters.aws.sqs_queue import SqsQueue
 from accrue.config import Settings
+from accrue.domain.notification_channels import Channel
 from accrue.ports import BlobStore, IdempotencyStore, Notifier, Queue, UnitOfWork
 from accrue.service_layer.batches import BatchWorker, PaymentBatches
 
 # The keyword names bootstrap() accepts for injected clients.
-CLIENT_NAMES: tuple[str, ...] = ("dynamodb", "sqs", "s3", "sns", "events", "stepfunctions", "secretsmanager")
+CLIENT_NAMES: tuple[str, ...] = (
+    "dynamodb",
+    "sqs",
+    "s3",
+    "sns",
+    "sesv2",
+    "events",
+    "stepfunctions",
+    "secretsmanager",
+)
 # Logical queue names (as the service layer sends to them) -> the setting holding the URL.
 QUEUE_SETTINGS: Mapping[str, str] = {
     "payments": "payments_queue_url",
@@ -133,6 +144,18 @@ class AwsBackend:
         if not self.settings.notifications_topic_arn:
             return None
         return SnsNotifier(self.client("sns"), self.settings.notifications_topic_arn)
+
+    def notifiers(self) -> dict[Channel, Notifier]:
+        """Every channel on the notifications topic, except e-mail when an SES sender is set."""
+        sns = self.notifier()
+        channels: dict[Channel, Notifier] = {channel: sns for channel in Channel} if sns is not None else {}
+        if self.settings.ses_from_address:
+            channels[Channel.EMAIL] = SesEmailNotifier(
+                self.client("sesv2"),
+                self.settings.ses_from_address,
+                configuration_set=self.settings.ses_configuration_set,
+            )
+        return channels
 
     def event_publisher(self) -> EventBridgePublisher | None:
         if not self.settings.event_bus_name:
