@@ -112,3 +112,9 @@ def read_secret(sid: str, secret_arn: str) -> iam.PolicyStatement:
 
 def start_executions(state_machine_arn: str) -> iam.PolicyStatement:
     return _statement("StartPaymentWorkflow", ("states:StartExecution",), [state_machine_arn])
+
+
+def send_email(sid: str, *resource_arns: str) -> iam.PolicyStatement:
+    """SES v2 ``SendEmail`` with simple content (raw content would need ``ses:SendRawEmail`` too) from
+    one identity; SES also authorises the configuration set a send names, when it names one."""
+    return _statement(sid, ("ses:SendEmail",), resource_arns)

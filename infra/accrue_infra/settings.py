@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The application's own rules for these values (ACCRUE_SES_*): one definition of a valid sender.
+from accrue.config import SES_CONFIGURATION_SET, SES_FROM_ADDRESS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # `make lambda-package` writes the runtime dependencies and src/accrue here (Python 3.12, arm64).
 PACKAGED_LAMBDA_DIR = REPO_ROOT / "build" / "lambda"
@@ -54,6 +57,11 @@ class DeploymentSettings:
     log_retention_days: int = DEFAULT_LOG_RETENTION_DAYS
     # Optional e-mail address subscribed to the alarm topic.
     alarm_email: str | None = None
+    # Optional sender of member e-mail through SES: the stack creates its identity (to be verified)
+    # and the notifications worker sends from it; unset, e-mail is published to the topic.
+    ses_from_address: str | None = None
+    # Optional existing SES configuration set the notifications worker names in every send.
+    ses_configuration_set: str | None = None
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -79,12 +87,23 @@ class DeploymentSettings:
         if not isinstance(tags, dict):
             raise SettingsError("tags: must be a JSON object of tag name -> value")
         email = get("alarm_email")
+        sender = str(get("ses_from_address") or "").strip() or None
+        if sender is not None and not SES_FROM_ADDRESS.match(sender):
+            raise SettingsError(f"ses_from_address={sender!r}: must be one bare e-mail address, local@domain.tld")
+        configuration_set = str(get("ses_configuration_set") or "").strip() or None
+        if configuration_set is not None:
+            if sender is None:
+                raise SettingsError("ses_configuration_set: needs ses_from_address (it configures SES e-mail)")
+            if not SES_CONFIGURATION_SET.match(configuration_set):
+                raise SettingsError(f"ses_configuration_set={configuration_set!r}: 1-64 of letters, digits, _ and -")
         return cls(
             env_suffix=suffix,
             lambda_asset=asset_path,
             destroyable=_flag("destroyable", get("destroyable"), default=False),
             log_retention_days=retention,
             alarm_email=str(email) if email else None,
+            ses_from_address=sender,
+            ses_configuration_set=configuration_set,
             extra_tags={str(k): str(v) for k, v in tags.items()},
         )
 

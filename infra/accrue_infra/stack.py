@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Aws, CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_ses as ses
 from constructs import Construct
 
 from accrue.adapters.aws import table as table_design
@@ -235,14 +236,35 @@ class AccrueStack(Stack):
             allow.send_to("RequeueFollowUps", payments.queue),
             allow.start_executions(workflow_arn),
         )
+        # Member e-mail through SES when a sender is configured: only the notifications worker runs
+        # the dispatcher, so only it is told the sender and may send from that identity.
+        mail_statements: list[iam.PolicyStatement] = []
+        mail_environment: dict[str, str] = {}
+        if settings.ses_from_address:
+            sender = ses.EmailIdentity(self, "SesSender", identity=ses.Identity.email(settings.ses_from_address))
+            mail_resources = [sender.email_identity_arn]
+            mail_environment["ACCRUE_SES_FROM_ADDRESS"] = settings.ses_from_address
+            if settings.ses_configuration_set:
+                mail_resources.append(
+                    self.format_arn(
+                        service="ses",
+                        resource="configuration-set",
+                        resource_name=settings.ses_configuration_set,
+                        arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+                    )
+                )
+                mail_environment["ACCRUE_SES_CONFIGURATION_SET"] = settings.ses_configuration_set
+            mail_statements.append(allow.send_email("SendMemberEmail", *mail_resources))
         notifications_worker = function(
             "NotificationsWorkerFunction",
             NOTIFICATIONS_WORKER,
             allow.read_table(data),
             allow.write_table(data),
             allow.publish_to("DeliverNotifications", messaging.notifications_topic),
+            *mail_statements,
             # Wakes itself up (delayed message) when the next retry of a delivery is due.
             allow.send_to("ScheduleWakeUp", notifications.queue),
+            own_environment=mail_environment,
         )
         batch_files = function(
             "BatchFilesFunction",

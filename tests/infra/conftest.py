@@ -30,6 +30,22 @@ def synthesis(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
     return synthesize(outdir, {"env_suffix": ENV_SUFFIX, "lambda_asset": "src"})
 
 
+# The optional SES sender (and configuration set): a second synthesis, only for the tests that ask.
+SES_CONTEXT = {"ses_from_address": "loyalty@accrue.example", "ses_configuration_set": "accrue-mail"}
+
+
+@pytest.fixture(scope="session")
+def ses_synthesis(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
+    outdir = tmp_path_factory.mktemp("cdk.out.ses")
+    return synthesize(outdir, {"env_suffix": ENV_SUFFIX, "lambda_asset": "src", **SES_CONTEXT})
+
+
+@pytest.fixture(scope="session")
+def ses_resources(ses_synthesis: Synthesis) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = ses_synthesis.template["Resources"]
+    return found
+
+
 @pytest.fixture(scope="session")
 def checkov_results(synthesis: Synthesis) -> Iterator[Callable[[], list[CheckovFailure]]]:
     """checkov starts as soon as the template exists and runs while the other checks do."""

@@ -16,7 +16,10 @@ and the adapters they build in ``src/accrue/adapters/aws``), as IAM actions on n
   in the reports bucket;
 - ``SqsQueue`` / ``send_bodies``: SendMessageBatch (SendMessage), GetQueueAttributes (redrive
   policy, counts), GetQueueUrl, ReceiveMessage, DeleteMessage(Batch), ChangeMessageVisibility on
-  the dead-letter queues; SNS Publish; EventBridge PutEvents; Step Functions StartExecution.
+  the dead-letter queues; SNS Publish; EventBridge PutEvents; Step Functions StartExecution;
+- ``SesEmailNotifier`` (only when the stack is given an SES sender, built by the notifications
+  worker's dispatcher): SES v2 SendEmail with simple content, authorised as ``ses:SendEmail`` on the
+  sender's identity and on the configuration set it names.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import pytest
 
 from accrue_infra.acknowledgements import nag_reference
-from tests.infra.conftest import ENV_SUFFIX, of_type
+from tests.infra.conftest import ENV_SUFFIX, SES_CONTEXT, of_type
 
 pytestmark = pytest.mark.infra
 
@@ -164,6 +167,16 @@ NEEDS: dict[str, set[Need]] = {
 }
 
 
+# With an SES sender (tests.infra.conftest.SES_CONTEXT): what the notifications worker adds.
+SES_SENDS: set[Need] = {
+    ("ses:SendEmail", "SesSender"),
+    ("ses:SendEmail", f"configuration-set/{SES_CONTEXT['ses_configuration_set']}"),
+}
+NEEDS_WITH_SES: dict[str, set[Need]] = {
+    purpose: needs | (SES_SENDS if purpose == "notifications-worker" else set()) for purpose, needs in NEEDS.items()
+}
+
+
 class Resolver:
     """Resource symbols -> how the template spells that ARN (cdk-nag's rendering of intrinsics)."""
 
@@ -191,6 +204,12 @@ class Resolver:
         if base == "StateMachine":
             name = self.name("AWS::StepFunctions::StateMachine", "StateMachineName")
             return f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:stateMachine:{name}"
+        if base == "SesSender":
+            # EmailIdentity's ARN is formatted from its name (its Ref).
+            return f"arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:identity/<{self.logical_id(base)}>"
+        if base == "configuration-set":
+            # Not a resource of the stack: named in the settings, owned by the operator.
+            return f"arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:configuration-set{suffix}"
         if base.endswith(":stream"):
             return f"<{self.logical_id(base.removesuffix(':stream'))}.StreamArn>"
         logical_id = self.logical_id(base)
@@ -291,3 +310,35 @@ def test_only_the_api_is_told_where_the_webhook_secrets_are_and_may_read_them(re
             readers.add(purpose)
             assert secrets - {jwt_secret} == {webhook_secrets}, purpose
     assert told == readers == {"api"}
+
+
+@pytest.mark.parametrize("purpose", sorted(NEEDS_WITH_SES))
+def test_with_an_ses_sender_each_role_still_allows_every_call_its_code_makes(
+    ses_resources: Resources, purpose: str
+) -> None:
+    resolve = Resolver(ses_resources)
+    granted = set(allowed(ses_resources, role_id(ses_resources, purpose)))
+    missing = sorted(
+        (action, symbol) for action, symbol in NEEDS_WITH_SES[purpose] if (action, resolve.arn(symbol)) not in granted
+    )
+    assert not missing, f"accrue-{purpose} may not: {missing}"
+
+
+def ses_grants(resources: Resources) -> dict[str, set[tuple[str, str]]]:
+    """purpose -> every SES (action, resource) its role allows."""
+    return {
+        purpose: {(a, r) for a, r in allowed(resources, role_id(resources, purpose)) if a.startswith("ses:")}
+        for purpose in NEEDS
+    }
+
+
+def test_only_the_notifications_worker_may_send_email_and_only_from_its_sender(ses_resources: Resources) -> None:
+    # Least privilege: one action (simple content needs no SendRawEmail), the sender's identity and
+    # the configuration set, and no other function (none of them runs the dispatcher).
+    resolve = Resolver(ses_resources)
+    grants = {purpose: found for purpose, found in ses_grants(ses_resources).items() if found}
+    assert grants == {"notifications-worker": {(action, resolve.arn(symbol)) for action, symbol in SES_SENDS}}
+
+
+def test_without_an_ses_sender_no_role_has_any_ses_permission(resources: Resources) -> None:
+    assert all(not found for found in ses_grants(resources).values())
