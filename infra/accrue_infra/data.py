@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_cdk import Aws, Duration, RemovalPolicy, SecretValue
@@ -207,6 +208,9 @@ class StackSecret(Construct):
     PURPOSE: str
     DESCRIPTION: str
     ROTATION: str
+    # How the secret gets its first value: the keyword arguments of ``secretsmanager.Secret`` that say
+    # it (``generate_secret_string`` or ``secret_string_value``); each subclass defines it.
+    first_value: Callable[[], dict[str, Any]]
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: DeploymentSettings, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -220,9 +224,6 @@ class StackSecret(Construct):
             **self.first_value(),
         )
         ack.acknowledge(self.secret, "AwsSolutions-SMG4", self.ROTATION)
-
-    def first_value(self) -> dict[str, Any]:
-        raise NotImplementedError
 
 
 class JwtSecret(StackSecret):
