@@ -42,7 +42,7 @@ from accrue.domain.notification_channels import (
     send_key,
 )
 from accrue.ports import Notifier, TemplateRenderer, UnitOfWork
-from accrue.service_layer.background import PollingWorker
+from accrue.service_layer.background import PollingWorker, let_requests_in
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class NotificationDispatcher(PollingWorker):
         for send in claimed:
             try:
                 prepared.append((send, self._prepare(send, *audience[send.notification.user_id])))
+                let_requests_in()
             except Exception:
                 # The send stays 'sending': never sent twice, and logged for an operator.
                 log.exception("notification send %s could not be prepared", send.dedupe_key)

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from accrue.domain.events import Event
-from accrue.service_layer.background import PollingWorker
+from accrue.service_layer.background import PollingWorker, let_requests_in
 from accrue.service_layer.messagebus import MessageBus
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class OutboxWorker(PollingWorker):
         may_yield_at = time.monotonic() + self.min_group_seconds
         while index < len(batch):
             self._process(batch[index])
+            let_requests_in()
             index += 1
             now = time.monotonic()
             if now >= deadline or (now >= may_yield_at and self.others_waiting()):
