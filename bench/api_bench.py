@@ -4,7 +4,10 @@ Starts a real ``accrue serve`` (SQLite in a temp dir, synchronous=FULL, rate lim
 worker and scheduler running as in production) and drives it with wrk over loopback:
 ``GET /health`` (the baseline: no auth, no I/O) and ``POST /transactions`` (a JWT, validation, one
 durable ledger write per request, distinct members), each at 16 and 64 connections, for a fixed
-time each. wrk's Lua ``done`` hook reports req/s and latency percentiles.
+time each. wrk's Lua ``done`` hook reports req/s and latency percentiles. After each write run the
+benchmark waits for the background work it caused (outbox, notifications) to be done, so that the
+next health run is not measured beside it; the write runs include the background work done during
+them.
 
 Goals (issue 2): write req/s >= 0.5 x health; write p99 <= 2 x health p99 at the same concurrency
 and <= 25 ms at 16 connections.
@@ -187,6 +190,24 @@ def measure(
     )
 
 
+def wait_until_idle(db: Path, timeout_seconds: float = 180.0) -> float:
+    """Wait until the server has done the background work the writes caused (outbox, notification
+    planning and sends), so that the next run's baseline is not measured beside it. Returns the
+    seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_seconds:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            backlog = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending')"
+                " + (SELECT COUNT(*) FROM notification_queue)"
+                " + (SELECT COUNT(*) FROM notification_sends WHERE status IN ('pending', 'sending'))"
+            ).fetchone()[0]
+        if backlog == 0:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 def ledger_is_sound(db: Path) -> tuple[int, bool]:
     """(postings written, every stored balance equals the sum of its postings)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -222,6 +243,7 @@ def main() -> None:
         extra.update({"ACCRUE_WORKERS_ENABLED": "false", "ACCRUE_SCHEDULER_ENABLED": "false"})
     server = start_server(folder, port, extra)
     results: list[Result] = []
+    drained: list[float] = []  # seconds the background work of each write run went on after it
     try:
         for connections in args.connections:
             results.append(
@@ -232,6 +254,7 @@ def main() -> None:
             results.append(
                 measure("POST /transactions", url, writes, connections, args.threads, args.duration, token, server.pid)
             )
+            drained.append(wait_until_idle(folder / "bench.db"))
         postings, sound = ledger_is_sound(folder / "bench.db")
     finally:
         server.terminate()
@@ -271,6 +294,7 @@ def main() -> None:
                 "write_over_health_p99": round(tail, 3),
             }
         )
+    print("background work left after each write run, done in: " + ", ".join(f"{d:.1f} s" for d in drained))
     print(f"ledger after the run: {postings} postings, balances {'equal' if sound else 'DO NOT EQUAL'} their postings")
     print(f"goals: {'met' if all_met and sound else 'MISSED'}")
     print(
