@@ -48,8 +48,10 @@ test: install lint typecheck imports check infra-tools
 
 # -- Benchmarks (docs/PERFORMANCE.md). `bench` runs them all; each feature adds its own target as
 # a prerequisite of `bench`. wrk, the HTTP load generator, comes from Debian.
-.PHONY: bench bench-deps bench-ledger bench-api
-bench: bench-ledger bench-api
+.PHONY: bench bench-deps bench-ledger bench-api bench-api-cost bench-payout bench-ingest bench-webhooks \
+	bench-campaigns bench-lambda-init
+bench: bench-ledger bench-api bench-api-cost bench-payout bench-ingest bench-webhooks bench-campaigns \
+	bench-lambda-init
 
 bench-deps:
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
@@ -59,6 +61,24 @@ bench-ledger: install
 
 bench-api: install bench-deps
 	$(BIN)/python bench/api_bench.py
+
+bench-api-cost: install
+	$(BIN)/python bench/api_cost_bench.py
+
+bench-payout: install
+	$(BIN)/python bench/payout_bench.py
+
+bench-ingest: install
+	$(BIN)/python bench/ingest_bench.py
+
+bench-webhooks: install
+	$(BIN)/python bench/webhooks_bench.py
+
+bench-campaigns: install
+	$(BIN)/python bench/campaigns_bench.py
+
+bench-lambda-init: install
+	$(BIN)/python bench/lambda_init_bench.py
 
 clean:
 	rm -rf $(VENV) .tools var .mypy_cache .ruff_cache .pytest_cache .hypothesis cdk.out
