@@ -17,7 +17,9 @@ from accrue_infra.data import DataTable
 
 TABLE_READ = ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem")
 # TransactWriteItems is authorised through the Put/Update/Delete/ConditionCheck actions it contains.
-TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
+# TransactWriteItems is authorised per item by these; no code path uses BatchWriteItem (it cannot
+# refuse a duplicate), so it is not granted.
+TABLE_WRITE = ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
 STREAM_READ = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams")
 QUEUE_SEND = ("sqs:SendMessage", "sqs:GetQueueAttributes")
 QUEUE_DRAIN = (

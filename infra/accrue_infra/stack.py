@@ -221,7 +221,6 @@ class AccrueStack(Stack):
             allow.write_table(data),
             allow.send_to("DispatchWork", payments.queue, notifications.queue),
             allow.send_to("FailedBatches", messaging.stream_failures),
-            allow.publish_to("PublishNotifications", messaging.notifications_topic),
             allow.put_events(messaging.event_bus.event_bus_arn),
             # The MemberErased subscriber finishes deleting archived webhook payloads (exists, delete).
             allow.objects("DeleteErasedPayloads", buckets.archive.bucket_arn, ("s3:GetObject", "s3:DeleteObject")),

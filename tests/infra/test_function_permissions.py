@@ -260,6 +260,28 @@ def test_each_function_role_allows_every_call_its_code_makes_on_the_exact_resour
     assert not missing, f"accrue-{purpose} may not: {missing}"
 
 
+def test_only_the_notifications_worker_may_publish_to_the_notifications_topic(resources: Resources) -> None:
+    # The dispatcher's channels are the only code that publishes to SNS, and only the notifications
+    # worker runs the dispatcher (the stream forwards queued sends to SQS).
+    publishers = {
+        purpose
+        for purpose in NEEDS
+        if any(action == "sns:Publish" for action, _ in allowed(resources, role_id(resources, purpose)))
+    }
+    assert publishers == {"notifications-worker"}
+
+
+def test_no_role_may_batch_write_the_table(resources: Resources) -> None:
+    # Every write is a (transactional) put, update or delete that can carry a condition; a batch
+    # write cannot, and no code makes one: not granted.
+    batch_writers = {
+        purpose
+        for purpose in NEEDS
+        if any(action == "dynamodb:BatchWriteItem" for action, _ in allowed(resources, role_id(resources, purpose)))
+    }
+    assert batch_writers == set()
+
+
 def test_only_the_api_may_scan_the_table(resources: Resources) -> None:
     # Scans read every item (personal data of all members); only the GDPR endpoints need them.
     scanning = {
