@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from importlib import resources
@@ -242,13 +242,8 @@ class Database:
                 return  # the next writer in line commits (or hands on) after its own write
             self._group = None
             try:
-                if group.error is None and conn.in_transaction:
-                    conn.execute("COMMIT")
-            except BaseException as exc:  # noqa: BLE001 - told to every writer of the group
-                group.error = exc
+                _commit_group(conn, group)
             finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 group.done.set()
         finally:
             self.write_lock.release()
@@ -301,27 +296,25 @@ class Database:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
         try:
             with self.group():
-                for job, _ in batch:
-                    unit = self.begin_write()
-                    try:
-                        result = job()
-                    except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
-                        unit.rollback()
-                        outcomes.append((False, exc))
-                    else:
-                        unit.commit()
-                        outcomes.append((True, result))
+                outcomes = [self._run_job(job) for job, _ in batch]
         except BaseException as exc:  # noqa: BLE001 - the shared commit failed: every job failed
             failure = exc if isinstance(exc, GroupCommitFailed) else GroupCommitFailed(str(exc))
             outcomes = [(False, failure)] * len(batch)
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        _settle(batch, outcomes)
+
+    def _run_job(self, job: Callable[[], Any]) -> tuple[bool, Any]:
+        """One job of a group in a savepoint of its own: (True, its result), or (False, what it
+        raised) with its writes undone."""
+        unit = self.begin_write()
+        try:
+            result = job()
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
+            unit.rollback()
+            return False, exc
+        unit.commit()
+        return True, result
 
     # -- writes from an event loop -----------------------------------------------------------------
 
@@ -407,6 +400,32 @@ class Database:
         self._group = None
 
 
+def _commit_group(conn: sqlite3.Connection, group: _Group) -> None:
+    """Commit the group's transaction unless it failed; on any failure the group's error says why
+    (every writer of the group is told) and nothing of it stays."""
+    try:
+        if group.error is None and conn.in_transaction:
+            conn.execute("COMMIT")
+    except BaseException as exc:  # noqa: BLE001 - told to every writer of the group
+        group.error = exc
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _settle(
+    batch: Sequence[tuple[Callable[[], Any], Future[Any] | asyncio.Future[Any]]], outcomes: list[tuple[bool, Any]]
+) -> None:
+    """Hand each job's outcome to its caller (a caller that went away, cancelled, is skipped)."""
+    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 class _LoopWriter:
     """The groups of one event loop (see ``Database.write_in_loop``); one drain task at a time."""
 
@@ -431,7 +450,7 @@ class _LoopWriter:
         try:
             while self.pending:
                 batch, outcomes = await self._one_group()
-                self._settle(batch, outcomes)
+                _settle(batch, outcomes)
         finally:
             self.drain = None
             for _, future in [*self.running, *self.pending]:  # cancelled: the loop is closing
@@ -453,7 +472,9 @@ class _LoopWriter:
             while self.pending and len(batch) < max_units:
                 batch.append(self.pending.popleft())
             outcomes = self._run(batch, group)
-            commit = self.db._commit_executor().submit(self._commit, group)
+            # In a thread (the fsync) while the loop serves; this thread still holds the lock.
+            assert self.db._writer is not None
+            commit = self.db._commit_executor().submit(_commit_group, self.db._writer, group)
             try:
                 await asyncio.wrap_future(commit)
             except asyncio.CancelledError:
@@ -468,16 +489,6 @@ class _LoopWriter:
             failure = GroupCommitFailed(f"the write was not committed: {group.error}")
             outcomes = [(False, failure)] * len(batch)
         return batch, outcomes
-
-    @staticmethod
-    def _settle(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], outcomes: list[tuple[bool, Any]]) -> None:
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.done():  # the caller went away (cancelled)
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
 
     async def _open(self) -> _Group:
         """Take the writer lock for this thread without blocking the loop, and open (or join) the
@@ -546,31 +557,10 @@ class _LoopWriter:
                     outcomes.append((False, None))
                     continue
                 group.units += 1
-                unit = db.begin_write()
-                try:
-                    result = job()
-                except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
-                    unit.rollback()
-                    outcomes.append((False, exc))
-                else:
-                    unit.commit()
-                    outcomes.append((True, result))
+                outcomes.append(db._run_job(job))
         finally:
             db._local.depth = 0
         return outcomes
-
-    def _commit(self, group: _Group) -> None:
-        """In a thread (the fsync), while the loop serves; the loop thread still holds the lock."""
-        conn = self.db._writer
-        assert conn is not None
-        try:
-            if group.error is None and conn.in_transaction:
-                conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - told to every writer of the group
-            group.error = exc
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
 
     def _close(self, group: _Group) -> None:
         db = self.db
