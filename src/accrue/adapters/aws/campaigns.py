@@ -57,15 +57,7 @@ class DynamoCampaignRepository(CampaignRepository):
 
         if self.session.staged(keys.campaign(campaign.campaign_id)) is not None:
             raise taken()
-        self.session.stage(
-            Write(
-                "Put",
-                keys.campaign(campaign.campaign_id),
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
-                conflict=taken,
-            )
-        )
+        self.session.stage(Write.insert(keys.campaign(campaign.campaign_id), item, conflict=taken))
 
     def get(self, campaign_id: str) -> Campaign | None:
         item = self.session.get(keys.campaign(campaign_id))

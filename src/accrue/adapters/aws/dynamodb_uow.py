@@ -55,6 +55,10 @@ class TransactionTooLarge(Conflict):
     """One member's change needs more than one transaction can carry (100 items / 4 MB)."""
 
 
+# The condition of a write that creates an item: no item with its key exists yet.
+INSERT_CONDITION = f"attribute_not_exists({PARTITION_KEY})"
+
+
 @dataclass
 class Write:
     """One staged write. ``item`` for a Put; ``update`` for an Update; ``condition`` for any."""
@@ -69,6 +73,13 @@ class Write:
     group: str = SHARED_GROUP
     # The domain error to raise when this write's condition fails.
     conflict: ConflictFactory | None = None
+
+    @classmethod
+    def insert(
+        cls, key: keys.Key, item: dict[str, Any], *, conflict: ConflictFactory, group: str = SHARED_GROUP
+    ) -> Write:
+        """A Put of an item that must not exist yet: ``conflict`` is raised at commit if it does."""
+        return cls("Put", key, item=item, condition=INSERT_CONDITION, group=group, conflict=conflict)
 
     @property
     def key_tuple(self) -> tuple[str, str]:

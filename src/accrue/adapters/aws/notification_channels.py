@@ -151,11 +151,9 @@ class DynamoNotificationSendRepository(NotificationSendRepository):
                     item["next_attempt_at"] = keys.sortable_time(now)
                     item.update(keys.due_listing(keys.Prefix.SEND, now, str(send_id)))
                 self.session.stage(
-                    Write(
-                        "Put",
+                    Write.insert(
                         keys.channel_send(send_id),
-                        item=item,
-                        condition=f"attribute_not_exists({PARTITION_KEY})",
+                        item,
                         conflict=lambda: ConcurrencyConflict("these sends were planned concurrently; retry"),
                     )
                 )

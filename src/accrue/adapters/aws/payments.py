@@ -56,15 +56,7 @@ class DynamoPaymentRepository(PaymentRepository):
 
         if self.session.staged(keys.payment(payment.payment_id)) is not None:
             raise taken()
-        self.session.stage(
-            Write(
-                "Put",
-                keys.payment(payment.payment_id),
-                item=_payment_item(payment),
-                condition=f"attribute_not_exists({PARTITION_KEY})",
-                conflict=taken,
-            )
-        )
+        self.session.stage(Write.insert(keys.payment(payment.payment_id), _payment_item(payment), conflict=taken))
 
     def _origins(self, payment_ids: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
         found: dict[str, tuple[str | None, int | None]] = {}
@@ -105,11 +97,9 @@ class DynamoPaymentRepository(PaymentRepository):
                 workflow_step=workflow_step,
             )
             self.session.stage(
-                Write(
-                    "Put",
+                Write.insert(
                     keys.payment(row.payment_id),
-                    item=_payment_item(payment),
-                    condition=f"attribute_not_exists({PARTITION_KEY})",
+                    _payment_item(payment),
                     conflict=lambda: ConcurrencyConflict("a payment id was taken concurrently; retry the chunk"),
                 )
             )
@@ -260,11 +250,9 @@ class DynamoPaymentBatchRepository(PaymentBatchRepository):
         if self.session.staged(key) is not None or self.session.get(key, projection=(PARTITION_KEY,)) is not None:
             return False
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 key,
-                item=_batch_item(batch),
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                _batch_item(batch),
                 conflict=lambda: ConcurrencyConflict(f"batch {batch.batch_id} was registered concurrently; retry"),
             )
         )
@@ -388,11 +376,9 @@ class DynamoAuditLogRepository(AuditLogRepository):
                 **keys.audit_subject(entry.subject_type, entry.subject_id, entry.seq),
             }
             self.session.stage(
-                Write(
-                    "Put",
+                Write.insert(
                     keys.audit_entry(entry.seq),
-                    item=item,
-                    condition=f"attribute_not_exists({PARTITION_KEY})",
+                    item,
                     group=AUDIT_GROUP,
                     conflict=lambda: ConcurrencyConflict("the audit log grew concurrently; retry"),
                 )

@@ -117,21 +117,17 @@ class DynamoReferralRepository(ReferralRepository):
         if self.session.staged(keys.referred(referral.referred_id)) is not None:
             raise referred_twice()
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 keys.referred(referral.referred_id),
-                item={ENTITY: "referred", "referral_id": referral.referral_id},
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                {ENTITY: "referred", "referral_id": referral.referral_id},
                 group=group,
                 conflict=referred_twice,
             )
         )
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 keys.referral(referral.referral_id),
-                item=_referral_item(referral),
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                _referral_item(referral),
                 group=group,
                 conflict=lambda: Conflict(f"referral {referral.referral_id} already exists"),
             )
@@ -255,11 +251,9 @@ class DynamoPayoutRepository(PayoutRepository):
         existing = self._item(run.run_id)
         if existing is None:
             self.session.stage(
-                Write(
-                    "Put",
+                Write.insert(
                     keys.payout_run(run.run_id),
-                    item=_run_item(run),
-                    condition=f"attribute_not_exists({PARTITION_KEY})",
+                    _run_item(run),
                     conflict=lambda: ConcurrencyConflict(f"payout run {run.month} was started concurrently; retry"),
                 )
             )

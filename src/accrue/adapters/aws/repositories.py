@@ -206,11 +206,9 @@ class DynamoMemberRepository(MemberRepository):
             raise Conflict("a member with this userId already exists", details={"field": "userId"})
         item = self._item(member, None)
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 key,
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                item,
                 group=group,
                 conflict=lambda: Conflict("a member with this userId already exists", details={"field": "userId"}),
             )
@@ -220,11 +218,9 @@ class DynamoMemberRepository(MemberRepository):
             self._claim_email(item[EMAIL_KEY], member.user_id, group)
         if member.referral_code:
             self.session.stage(
-                Write(
-                    "Put",
+                Write.insert(
                     keys.referral_code(member.referral_code),
-                    item={"user_id": member.user_id, ENTITY: "referral_code"},
-                    condition=f"attribute_not_exists({PARTITION_KEY})",
+                    {"user_id": member.user_id, ENTITY: "referral_code"},
                     group=group,
                     conflict=lambda: Conflict("referral code collision", details={"field": "referralCode"}),
                 )
@@ -237,11 +233,9 @@ class DynamoMemberRepository(MemberRepository):
         if staged is not None and staged.item is not None and staged.item.get("user_id") != user_id:
             raise Conflict("a member with this email already exists", details={"field": "email"})
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 keys.email(email_key),
-                item={"user_id": user_id, ENTITY: "email"},
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                {"user_id": user_id, ENTITY: "email"},
                 group=group,
                 conflict=lambda: Conflict("a member with this email already exists", details={"field": "email"}),
             ),
@@ -344,11 +338,9 @@ def stage_transfer(session: Session, transfer: Transfer, version_after: int, ind
     item[ENTITY] = "transfer"
     item.update(keys.transfer_history(transfer.member_id, version_after, index))
     session.stage(
-        Write(
-            "Put",
+        Write.insert(
             key,
-            item=item,
-            condition=f"attribute_not_exists({PARTITION_KEY})",
+            item,
             group=group,
             conflict=lambda: Conflict(
                 "a transfer with this id was already posted", details={"transferId": transfer.transfer_id}
@@ -467,11 +459,9 @@ class DynamoOrderRepository(OrderRepository):
         item.update(keys.order_indexes(order.user_id, order.created_at, order.order_id))
         group = member_group(order.user_id)
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 key,
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                item,
                 group=group,
                 conflict=lambda: Conflict("an order with this orderId already exists", details={"field": "orderId"}),
             )
@@ -514,11 +504,9 @@ class DynamoNotificationRepository(NotificationRepository):
         item["dedupe_key"] = dedupe_key
         item.update(keys.notification_indexes(notification.user_id, notification.notification_id))
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 key,
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                item,
                 group=member_group(notification.user_id),
                 conflict=lambda: ConcurrencyConflict("this notification was stored concurrently; retry"),
             )
@@ -564,11 +552,9 @@ class DynamoImportRepository(ImportRepository):
             "started_at": keys.sortable_time(now),
         }
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 keys.point_import(file_sha256),
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                item,
                 conflict=lambda: ConcurrencyConflict("this import was started concurrently; retry"),
             )
         )

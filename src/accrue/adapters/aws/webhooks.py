@@ -53,11 +53,9 @@ class DynamoWebhookEventRepository(WebhookEventRepository):
                 received.event_id,
             )
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 keys.webhook_event(received.provider, received.event_id),
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                item,
                 conflict=lambda: ConcurrencyConflict("this webhook event was recorded concurrently; retry"),
             )
         )
@@ -102,11 +100,9 @@ class DynamoWebhookEndpointRepository(WebhookEndpointRepository):
         item = {ENTITY: "webhook_endpoint", **codec.to_attributes(endpoint)}
         item.update(keys.endpoint_listing(endpoint.created_at, endpoint.endpoint_id))
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 keys.endpoint(endpoint.endpoint_id),
-                item=item,
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                item,
                 conflict=lambda: Conflict(f"endpoint {endpoint.endpoint_id} already exists"),
             )
         )
@@ -173,11 +169,9 @@ class DynamoWebhookDeliveryRepository(WebhookDeliveryRepository):
         if delivery.status is DeliveryStatus.PENDING and delivery.next_attempt_at is not None:
             item.update(keys.due_listing(keys.Prefix.DELIVERY, delivery.next_attempt_at, delivery.delivery_id))
         self.session.stage(
-            Write(
-                "Put",
+            Write.insert(
                 claim,
-                item={ENTITY: "webhook_delivery_claim", "delivery_id": delivery.delivery_id},
-                condition=f"attribute_not_exists({PARTITION_KEY})",
+                {ENTITY: "webhook_delivery_claim", "delivery_id": delivery.delivery_id},
                 conflict=lambda: ConcurrencyConflict("this delivery was queued concurrently; retry"),
             )
         )
