@@ -248,48 +248,45 @@ def test_every_function_of_the_stack_has_its_needs_listed(resources: Resources) 
     assert names == {f"accrue-{purpose}-{ENV_SUFFIX}" for purpose in NEEDS}
 
 
+def missing_grants(resources: Resources, purpose: str, needs: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (action, resource symbol) pairs the function's code calls that its role does not allow."""
+    resolve = Resolver(resources)
+    granted = set(allowed(resources, role_id(resources, purpose)))
+    return sorted((action, symbol) for action, symbol in needs if (action, resolve.arn(symbol)) not in granted)
+
+
+def roles_allowed(resources: Resources, wanted: str) -> set[str]:
+    """The functions whose role allows the action ``wanted`` on anything."""
+    return {
+        purpose
+        for purpose in NEEDS
+        if any(action == wanted for action, _ in allowed(resources, role_id(resources, purpose)))
+    }
+
+
 @pytest.mark.parametrize("purpose", sorted(NEEDS))
 def test_each_function_role_allows_every_call_its_code_makes_on_the_exact_resource(
     resources: Resources, purpose: str
 ) -> None:
-    resolve = Resolver(resources)
-    granted = set(allowed(resources, role_id(resources, purpose)))
-    missing = sorted(
-        (action, symbol) for action, symbol in NEEDS[purpose] if (action, resolve.arn(symbol)) not in granted
-    )
+    missing = missing_grants(resources, purpose, NEEDS[purpose])
     assert not missing, f"accrue-{purpose} may not: {missing}"
 
 
 def test_only_the_notifications_worker_may_publish_to_the_notifications_topic(resources: Resources) -> None:
     # The dispatcher's channels are the only code that publishes to SNS, and only the notifications
     # worker runs the dispatcher (the stream forwards queued sends to SQS).
-    publishers = {
-        purpose
-        for purpose in NEEDS
-        if any(action == "sns:Publish" for action, _ in allowed(resources, role_id(resources, purpose)))
-    }
-    assert publishers == {"notifications-worker"}
+    assert roles_allowed(resources, "sns:Publish") == {"notifications-worker"}
 
 
 def test_no_role_may_batch_write_the_table(resources: Resources) -> None:
     # Every write is a (transactional) put, update or delete that can carry a condition; a batch
     # write cannot, and no code makes one: not granted.
-    batch_writers = {
-        purpose
-        for purpose in NEEDS
-        if any(action == "dynamodb:BatchWriteItem" for action, _ in allowed(resources, role_id(resources, purpose)))
-    }
-    assert batch_writers == set()
+    assert roles_allowed(resources, "dynamodb:BatchWriteItem") == set()
 
 
 def test_only_the_api_may_scan_the_table(resources: Resources) -> None:
     # Scans read every item (personal data of all members); only the GDPR endpoints need them.
-    scanning = {
-        purpose
-        for purpose in NEEDS
-        if any(action == "dynamodb:Scan" for action, _ in allowed(resources, role_id(resources, purpose)))
-    }
-    assert scanning == {"api"}
+    assert roles_allowed(resources, "dynamodb:Scan") == {"api"}
 
 
 SECRET_VARIABLES = {"ACCRUE_JWT_SECRET_ARN": "JwtSecret", "ACCRUE_WEBHOOK_SECRETS_ARN": "WebhookSecretsSecret"}
@@ -338,11 +335,7 @@ def test_only_the_api_is_told_where_the_webhook_secrets_are_and_may_read_them(re
 def test_with_an_ses_sender_each_role_still_allows_every_call_its_code_makes(
     ses_resources: Resources, purpose: str
 ) -> None:
-    resolve = Resolver(ses_resources)
-    granted = set(allowed(ses_resources, role_id(ses_resources, purpose)))
-    missing = sorted(
-        (action, symbol) for action, symbol in NEEDS_WITH_SES[purpose] if (action, resolve.arn(symbol)) not in granted
-    )
+    missing = missing_grants(ses_resources, purpose, NEEDS_WITH_SES[purpose])
     assert not missing, f"accrue-{purpose} may not: {missing}"
 
 
