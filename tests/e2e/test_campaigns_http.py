@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.cli_support import ledger_check as cli_ledger_check
 from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.slow
 
 
 def ledger_check(server: LiveServer) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "ledger", "check", "--db", str(server.db)],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli_ledger_check(server.db, server.env)
 
 
 def created(response: httpx.Response) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cli_support import ledger_check as cli_ledger_check
 from tests.conftest import LiveServer, auth, wait_for
 
 pytestmark = pytest.mark.slow
@@ -21,14 +21,7 @@ pytestmark = pytest.mark.slow
 
 def ledger_check(server: LiveServer) -> subprocess.CompletedProcess[str]:
     """`accrue ledger check` as an operator runs it: a separate process on the server's database file."""
-    return subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "ledger", "check", "--db", str(server.db)],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli_ledger_check(server.db, server.env)
 
 
 def outbox_pending(server: LiveServer) -> int:

@@ -16,6 +16,7 @@ import pytest
 
 from accrue.bootstrap import bootstrap
 from accrue.service_layer.handlers import enrol
+from tests.cli_support import ledger_check
 from tests.conftest import make_settings, server_env
 
 pytestmark = pytest.mark.slow
@@ -146,13 +147,6 @@ def test_an_import_killed_with_sigkill_mid_way_and_run_again_awards_every_row_ex
     assert again["alreadyCompleted"] is True
     assert again["awarded"] == 0
 
-    check = subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "ledger", "check", "--db", str(db)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    check = ledger_check(db, env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert bad_rows > 0

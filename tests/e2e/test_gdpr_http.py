@@ -4,12 +4,11 @@ file (and its WAL) for every personal value; `accrue ledger check` still passes.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_support import ledger_check
 from tests.conftest import LiveServer, wait_for
 
 pytestmark = pytest.mark.slow
@@ -64,14 +63,7 @@ def test_export_then_erase_leaves_no_personal_value_in_the_live_database_file(li
             assert [f for f in forms(value) if f in stored] == [], f"{value!r} is still in the database file"
         assert api.get(f"/users/{user_id}").status_code == 404
 
-    check = subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "ledger", "check", "--db", str(live_server.db)],
-        env=live_server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    check = ledger_check(live_server.db, live_server.env)
     assert check.returncode == 0, check.stdout + check.stderr
     with sqlite3.connect(f"file:{live_server.db}?mode=ro", uri=True) as conn:
         kept = conn.execute("SELECT balance, erased, email, name, phone FROM members WHERE user_id = ?", (user_id,))

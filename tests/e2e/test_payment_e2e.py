@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cli_support import audit_verify
 from tests.conftest import LiveServer, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.slow
@@ -81,19 +80,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 def data(response: httpx.Response, status: int) -> Any:
     assert response.status_code == status, response.text
     return response.json()["data"]
-
-
-def audit_verify(db: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCRUE_")}
-    env["ACCRUE_BLOB_DIR"] = str(db.parent / "blobs")
-    return subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "audit", "verify", "--db", str(db)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_thousand_row_file_is_judged_row_by_row_and_every_payment_settles(server: LiveServer) -> None:

@@ -8,10 +8,7 @@ database file's bytes directly, below SQLite. Either way the chain gives it away
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +21,7 @@ from accrue.bootstrap import Application, bootstrap
 from accrue.domain.audit import AuditRecord, verify
 from accrue.domain.payments import CreatePayment
 from accrue.service_layer.payments import PaymentComponents
+from tests.cli_support import audit_verify
 from tests.conftest import make_settings
 
 
@@ -42,19 +40,6 @@ def real_run(app: Application) -> None:
     components: PaymentComponents = app.services["payments"]
     components.batches.ingest_path(csv, source="cli")
     components.worker.drain(until_idle_seconds=0.2)
-
-
-def audit_verify(db: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCRUE_")}
-    env["ACCRUE_BLOB_DIR"] = str(db.parent / "blobs")
-    return subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "audit", "verify", "--db", str(db)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_the_log_refuses_updates_and_deletes(app: Application) -> None:

@@ -9,8 +9,6 @@ import hashlib
 import hmac
 import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from accrue.adapters.sqlite.gdpr import EXPORTED_THROUGH_PORTS, HOLDINGS, MEMBER
 from accrue.bootstrap import Application, bootstrap
 from accrue.config import Settings
 from accrue.entrypoints.api.app import create_app
+from tests.cli_support import ledger_check
 from tests.conftest import auth, make_settings
 
 ADMIN = auth()
@@ -180,14 +179,7 @@ def test_after_erasure_no_personal_value_is_left_in_the_database_file_or_the_arc
 
     # The ledger is balanced and anonymous; the points are still there.
     assert gdpr_app.bus.query(lambda uow: uow.ledger.check()) == []
-    check = subprocess.run(
-        [sys.executable, "-m", "accrue.entrypoints.cli", "ledger", "check", "--db", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"ACCRUE_ENV": "test", "ACCRUE_BLOB_DIR": str(archive), "PATH": "/usr/bin:/bin"},
-    )
+    check = ledger_check(db, {"ACCRUE_ENV": "test", "ACCRUE_BLOB_DIR": str(archive), "PATH": "/usr/bin:/bin"})
     assert check.returncode == 0, check.stdout + check.stderr
     member = gdpr_app.bus.query(lambda uow: uow.members.get(user_id))
     assert (member.erased, member.email, member.name, member.phone, member.balance) == (True, None, None, None, balance)
