@@ -16,6 +16,18 @@ class DomainError(Exception):
         self.message = message
         self.details: dict[str, Any] = details or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as they are (a refusal made in the writer process is answered by the HTTP
+        # process); the default would call ``cls(message)``, which subclasses do not accept.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[DomainError], args: tuple[Any, ...], state: dict[str, Any]) -> DomainError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidInput(DomainError):
     """A value breaks a rule (HTTP 400). ``field`` names it, ``rule`` says why."""

@@ -193,7 +193,7 @@ class Database:
         self._local.depth = depth + 1
         return WriteUnit(self, conn, name, group, outermost)
 
-    def _end(self, unit: WriteUnit, *, keep: bool) -> None:
+    def _end(self, unit: WriteUnit, *, keep: bool, hand_on: bool = True) -> None:
         conn = unit.conn
         self._local.depth -= 1
         try:
@@ -213,7 +213,7 @@ class Database:
         except BaseException as exc:  # noqa: BLE001 - whatever failed, the group must not commit
             unit.group.error = unit.group.error or exc
         if unit.outermost:
-            self._finish_group(force=False)
+            self._finish_group(force=not hand_on)
             if not keep:
                 return  # nothing of this unit is left to wait for
             unit.group.done.wait()
@@ -296,13 +296,26 @@ class Database:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        _settle(batch, self.run_group([job for job, _ in batch]))
+
+    def run_group(self, jobs: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run ``jobs`` on this thread as one transaction, each in a savepoint of its own, and
+        return once it is durable: per job (True, its result) or (False, what it raised, its writes
+        undone). If the shared commit fails, every job gets ``GroupCommitFailed``."""
         try:
-            with self.group():
-                outcomes = [self._run_job(job) for job, _ in batch]
+            unit = self.begin_write()
+            try:
+                outcomes = [self._run_job(job) for job in jobs]
+            except BaseException:
+                unit.rollback()
+                raise
+            # Committed now, not handed on to a background writer waiting for the lock: the jobs'
+            # callers are waiting for this commit; the background's work is not.
+            self._end(unit, keep=True, hand_on=False)
         except BaseException as exc:  # noqa: BLE001 - the shared commit failed: every job failed
             failure = exc if isinstance(exc, GroupCommitFailed) else GroupCommitFailed(str(exc))
-            outcomes = [(False, failure)] * len(batch)
-        _settle(batch, outcomes)
+            outcomes = [(False, failure)] * len(jobs)
+        return outcomes
 
     def _run_job(self, job: Callable[[], Any]) -> tuple[bool, Any]:
         """One job of a group in a savepoint of its own: (True, its result), or (False, what it
