@@ -219,7 +219,7 @@ def create_order(cmd: commands.CreateOrder, uow: UnitOfWork, clock: Clock) -> Or
 
 def redeem_points(cmd: commands.RedeemPoints, uow: UnitOfWork, clock: Clock) -> RedeemResult:
     member = uow.members.get(cmd.user_id)
-    if member is None:
+    if member is None or member.erased:
         raise NotFound(f"user {cmd.user_id} not found", details={"field": "userId"})
     uow.track(member)
     transfer_id = cmd.transfer_id or new_id("txn")
