@@ -15,6 +15,7 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
+from accrue.entrypoints.api.direct import direct_handler
 from accrue.entrypoints.api.errors import error_response, to_response
 from accrue.entrypoints.api.security import decode_token
 from accrue.entrypoints.api.writes import run_write
@@ -28,12 +29,12 @@ class IdempotentRoute(APIRoute):
     """Every route of the API: unknown query parameters refused, then idempotency keys on POSTs."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        original = super().get_route_handler()
+        original = direct_handler(self, super().get_route_handler())
         # A misspelt filter (``?user_id=`` for ``?userId=``) must not silently widen a listing.
         known_query = _query_parameter_names(self.dependant)
 
         async def handler(request: Request) -> Response:
-            unknown = sorted(set(request.query_params) - known_query)
+            unknown = sorted(set(request.query_params) - known_query) if request.scope["query_string"] else None
             if unknown:
                 return error_response(
                     400,
