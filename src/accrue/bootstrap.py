@@ -33,6 +33,7 @@ from accrue.domain.referrals import VelocityRule
 from accrue.domain.schedules import DAILY_TIER_REVIEW, MONTHLY_PAYOUT
 from accrue.domain.webhooks import OUTBOUND_EVENT_TYPES, RetrySchedule
 from accrue.ports import BlobStore, IdempotencyStore, Notifier, Queue, TemplateRenderer, UnitOfWork
+from accrue.service_layer import campaigns as campaign_service
 from accrue.service_layer import handlers, notifications, notify, payouts, referrals, webhooks_in, webhooks_out
 from accrue.service_layer import payments as payment_service
 from accrue.service_layer.batches import BatchWorker, PaymentBatches
@@ -110,10 +111,11 @@ def event_handler_table() -> dict[str, dict[str, Any]]:
     return table
 
 
-def event_interest() -> dict[str, Callable[[UnitOfWork, str], bool]]:
+def event_interest(clock: Callable[[], datetime] = utc_now) -> dict[str, Callable[[UnitOfWork, str], bool]]:
     """Subscribers that can tell, inside the committing transaction, that they have nothing to do
     with an event (handler name -> predicate): no outbox row is written for them."""
     return {
+        "award_milestone_bonus": lambda uow, event_name: campaign_service.milestone_campaign_running(uow, clock()),
         # What enqueue_deliveries would find: an enabled endpoint subscribed to the event's type.
         "deliver_webhooks": lambda uow, event_name: (
             event_name in OUTBOUND_EVENT_TYPES
@@ -213,7 +215,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
 
         for event_name in PUBLISHED_EVENTS:
             event_handlers.setdefault(event_name, {})[HANDLER_NAME] = publisher
-    bus = MessageBus(uow_factory, command_handlers, event_handlers, interest=event_interest())
+    bus = MessageBus(uow_factory, command_handlers, event_handlers, interest=event_interest(clock))
     bus_ref["bus"] = bus
     worker = OutboxWorker(
         bus,

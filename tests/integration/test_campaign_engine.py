@@ -301,6 +301,30 @@ def test_a_milestone_bonus_is_paid_after_commit_once_per_milestone(client: TestC
     assert ledger_problems(app) == []
 
 
+def outbox_handlers(app: Application, event_name: str) -> list[str]:
+    with app.bus.uow_factory(readonly=True) as uow:
+        rows = uow.connection.execute(
+            "SELECT handler FROM outbox WHERE event_name = ? ORDER BY handler", (event_name,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_without_a_running_milestone_campaign_no_bonus_work_is_queued_for_a_milestone(
+    client: TestClient, app: Application
+) -> None:
+    user_id = new_member(client)["userId"]
+    order(client, user_id, "5000.00")  # crosses 500: the notification is queued, the bonus is not
+    assert set(outbox_handlers(app, "MilestonesReached")) == {"notify_milestones_reached"}
+    # Once one runs, the next milestone queues the bonus too (and it is paid).
+    new_campaign(
+        client, {"name": "2500 club", "type": "milestone_bonus", "points": 40, "conditions": {"milestones": [2500]}}
+    )
+    order(client, user_id, "20000.00")
+    assert outbox_handlers(app, "MilestonesReached").count("award_milestone_bonus") == 1
+    app.worker.drain()
+    assert [e["points"] for e in history(client, user_id) if e["reason"] == "campaign"] == [40]
+
+
 def test_a_referral_bonus_goes_to_the_referrer_after_the_signup_commits(client: TestClient, app: Application) -> None:
     new_campaign(client, {"name": "Bring a friend", "type": "referral_bonus", "points": 300})
     referrer = new_member(client)

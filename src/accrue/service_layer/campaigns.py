@@ -430,6 +430,14 @@ def award_referral_bonus_on_approval(event: ReferralRewardReviewedFacts, uow: Un
     _award_referral(uow, event.referrer_id, event.referral_id, event.occurred_at, clock())
 
 
+def milestone_campaign_running(uow: UnitOfWork, at: datetime) -> bool:
+    """Whether ``award_milestone_bonus`` could pay anything for milestones reached at ``at``: asked
+    inside the committing transaction, so that no outbox row is written (and no unit of work run)
+    for every milestone while no milestone campaign runs. Campaigns are not retroactive: one
+    created later does not pay for milestones reached before it existed."""
+    return bool(uow.campaigns.running(Occasion.MILESTONE, at))
+
+
 def award_milestone_bonus(event: events.MilestonesReached, uow: UnitOfWork, clock: Clock) -> None:
     member = _rewardable(uow, event.user_id)
     if member is None:
