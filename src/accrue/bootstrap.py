@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from accrue.adapters.inbound import build_registry
 from accrue.adapters.local.blobs import LocalBlobStore
@@ -62,6 +62,11 @@ def inject(handler: Callable[..., Any], dependencies: Mapping[str, Any]) -> Call
     return functools.partial(handler, **bound) if bound else handler
 
 
+BackgroundPart = Literal["all", "pipeline", "front"]
+# The services that work through what commits leave behind (with the outbox worker).
+PIPELINE_SERVICES = frozenset({"notification_dispatcher", "webhook_delivery"})
+
+
 @dataclass
 class Application:
     settings: Settings
@@ -73,11 +78,22 @@ class Application:
     blobs: BlobStore | None = None
     services: dict[str, Any] = field(default_factory=dict)
     dead_letter_sources: dict[str, DeadLetterSource] = field(default_factory=dict)
+    # Set by `accrue serve` in the HTTP process when the API's writes run in a writer process
+    # (``entrypoints/writer.py``); None: they run in this process.
+    writer: Any = None
 
-    def start_background(self) -> None:
-        if self.settings.workers_enabled:
+    def start_background(self, part: BackgroundPart = "all") -> None:
+        """Start the background services: ``all`` of them, or one ``part`` of them when they are
+        split between processes: the ``pipeline`` (the outbox worker, notification sends and
+        webhook deliveries, which work through what the writes commit) or the ``front`` (the
+        rest: scheduler, payment consumers, batch files)."""
+        if self.settings.workers_enabled and part != "front":
             self.worker.start()
         for name, service in self.services.items():
+            if (part == "front" and name in PIPELINE_SERVICES) or (
+                part == "pipeline" and name not in PIPELINE_SERVICES
+            ):
+                continue
             if name == "scheduler" and not self.settings.scheduler_enabled:
                 continue
             if name != "scheduler" and not self.settings.workers_enabled:

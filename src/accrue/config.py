@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     payout_chunk_size: int = Field(default=5000, ge=1, le=100_000)
 
     # -- workers --------------------------------------------------------------------------------
+    # `accrue serve` runs the API's writes and the event pipeline (outbox, notification sends,
+    # webhook deliveries) in a second process, beside the HTTP process (entrypoints/writer.py);
+    # false: everything in one process.
+    writer_process: bool = True
     workers_enabled: bool = True
     scheduler_enabled: bool = True
     outbox_max_attempts: int = Field(default=5, ge=1)

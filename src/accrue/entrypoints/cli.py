@@ -56,7 +56,8 @@ def serve(
     db: DbOption = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve the HTTP API with the outbox worker and the scheduler in-process."""
+    """Serve the HTTP API, with the workers and the scheduler; the API's writes and the event
+    pipeline run in a writer process beside it (ACCRUE_WRITER_PROCESS=false: all in this one)."""
     import uvicorn
 
     from accrue.entrypoints.api.app import create_app
@@ -64,7 +65,7 @@ def serve(
 
     application = build(db=db, host=host, port=port)
     settings = application.settings
-    app = create_app(application, run_background=True)
+    app = create_app(application, run_background=True, writer_process=settings.writer_process)
     url = f"http://{settings.host}:{settings.port}"
     if settings.env != "production":
         token = issue_token(settings.jwt_secret, sub="admin", role=Role.ADMIN, ttl_seconds=7 * 86_400)

@@ -6,6 +6,7 @@ import abc
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class PollingWorker(abc.ABC):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Also told of every wake-up: the same worker in another process (``accrue serve`` runs the
+        # event pipeline in its writer process; commits made in the HTTP process wake it there).
+        self.also_wake: Callable[[], None] | None = None
 
     @abc.abstractmethod
     def run_once(self) -> int:
@@ -41,6 +45,8 @@ class PollingWorker(abc.ABC):
 
     def wake(self) -> None:
         self._wake.set()
+        if self.also_wake is not None:
+            self.also_wake()
 
     def start(self) -> None:
         if self._thread is not None:

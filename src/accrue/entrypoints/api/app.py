@@ -22,6 +22,7 @@ from accrue.entrypoints.api.routers import (
     webhooks,
 )
 from accrue.entrypoints.api.security import TokenBucket
+from accrue.entrypoints.api.writer_client import WriterProcess, writer_environment
 
 # Every router module of the API (each exposes ``api``), in the order they appear in the docs.
 ROUTERS = (system, loyalty, referrals, payouts, payments, webhooks, preferences, campaigns, gdpr)
@@ -89,16 +90,30 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-def create_app(application: Application, *, run_background: bool = False) -> FastAPI:
+def create_app(application: Application, *, run_background: bool = False, writer_process: bool = False) -> FastAPI:
+    """The API. ``run_background`` starts the background services with it; ``writer_process``
+    (``accrue serve``, SQLite) also starts the writer process and sends the API's writes there."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        writer: WriterProcess | None = None
+        if writer_process and application.database is not None:
+            writer = WriterProcess(writer_environment(application.settings))
+            await writer.start()
+            application.writer = writer
+            # Commits made here (payments, webhooks in, admin) wake the pipeline over there.
+            application.worker.also_wake = writer.wake
         if run_background:
-            application.start_background()
+            application.start_background(part="front" if writer is not None else "all")
         try:
             yield
         finally:
             if run_background:
                 application.stop_background()
+            if writer is not None:
+                application.writer = None
+                application.worker.also_wake = None
+                await writer.stop()
 
     app = FastAPI(
         title="accrue",

@@ -26,7 +26,11 @@ STATUS_CODES = {
     422: "UNPROCESSABLE",
     429: "RATE_LIMIT_EXCEEDED",
     500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
 }
+# 503 when the writer process stopped while it held the request: the write may or may not have
+# been applied (an Idempotency-Key stays locked, so a retry cannot apply it twice at once).
+OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"
 
 
 class ApiError(StarletteHTTPException):

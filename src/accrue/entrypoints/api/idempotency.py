@@ -8,6 +8,7 @@ running: 409. Keys are scoped to the token subject and kept at least 24 hours.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,10 +17,12 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from accrue.entrypoints.api.direct import direct_handler
-from accrue.entrypoints.api.errors import error_response, to_response
+from accrue.entrypoints.api.errors import OUTCOME_UNKNOWN, ApiError, error_response, to_response
 from accrue.entrypoints.api.security import decode_token
-from accrue.entrypoints.api.writes import run_write
+from accrue.entrypoints.api.writes import BeginKey, CompleteKey, ReleaseKey, run_op
 from accrue.ports import InProgress, Mismatch, Replay
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -59,8 +62,7 @@ class IdempotentRoute(APIRoute):
             digest = hashlib.sha256(
                 request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
             ).hexdigest()
-            store = application.idempotency
-            outcome = await run_write(application, lambda: store.begin(scope, key, digest, application.clock()))
+            outcome = await run_op(application, BeginKey(scope, key, digest))
             if isinstance(outcome, Replay):
                 return Response(
                     content=outcome.body,
@@ -81,18 +83,24 @@ class IdempotentRoute(APIRoute):
                     f"a request with this {HEADER} is still in progress",
                     details={"field": HEADER},
                 )
+            outcome_unknown = False
             try:
                 response = await original(request)
             except Exception as exc:  # noqa: BLE001 - mapped to the envelope so the outcome can be stored
                 response = to_response(exc)
+                outcome_unknown = isinstance(exc, ApiError) and exc.code == OUTCOME_UNKNOWN
+            if outcome_unknown:
+                # It may have been applied: the key stays locked until its lock expires.
+                return response
             if response.status_code >= 500 or response.status_code == 429:
-                # Nothing was applied (or we cannot tell): let the client retry with the same key.
-                await run_write(application, lambda: store.release(scope, key))
+                # Nothing was applied: let the client retry with the same key.
+                try:
+                    await run_op(application, ReleaseKey(scope, key))
+                except ApiError:
+                    log.warning("Idempotency-Key not released (the writer is down); it unlocks on its own")
                 return response
             content = bytes(response.body)
-            await run_write(
-                application, lambda: store.complete(scope, key, response.status_code, content, application.clock())
-            )
+            await run_op(application, CompleteKey(scope, key, response.status_code, content))
             return response
 
         return handler

@@ -25,6 +25,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "A business rule refuses it, or the Idempotency-Key was used with another body",
         429: "Rate limit exceeded (see Retry-After)",
         500: "Internal error",
+        503: "The writer process is restarting (see Retry-After); code WRITE_OUTCOME_UNKNOWN: it stopped while "
+        "holding this write, which may or may not be applied",
     }.items()
 }
 

@@ -13,9 +13,10 @@ from accrue.domain.errors import NotFound
 from accrue.domain.members import Member
 from accrue.domain.orders import Order
 from accrue.entrypoints.api import presenters, schemas
-from accrue.entrypoints.api.routing import application, router, run_write
+from accrue.entrypoints.api.routing import application, router
 from accrue.entrypoints.api.schemas import Envelope, ok_json
 from accrue.entrypoints.api.security import AdminOrMember, Principal, Reader, Role, Writer
+from accrue.entrypoints.api.writes import Handle, run_op
 from accrue.service_layer.handlers import RedeemResult, TransactionResult
 
 api = router()
@@ -38,7 +39,7 @@ def _visible_member(app: Application, principal: Principal, user_id: str) -> Mem
 @api.post("/users", status_code=201, response_model=Envelope[schemas.UserCreated], tags=["users"])
 async def create_user(body: schemas.CreateUserRequest, app: App, principal: Writer) -> Response:
     command = commands.CreateMember(email=str(body.email), name=body.name, phone=body.phone, user_id=body.user_id)
-    member: Member = await run_write(app, lambda: app.bus.handle(command))
+    member: Member = await run_op(app, Handle(command))
     return ok_json(
         schemas.UserCreated(
             user_id=member.user_id,
@@ -65,7 +66,7 @@ async def post_transaction(body: schemas.TransactionRequest, app: App, principal
         transaction_type=body.transaction_type,
         email=str(body.email) if body.email else None,
     )
-    result: TransactionResult = await run_write(app, lambda: app.bus.handle(command))
+    result: TransactionResult = await run_op(app, Handle(command))
     return ok_json(
         schemas.TransactionResponse(
             transaction_id=result.transaction_id,
@@ -87,7 +88,7 @@ async def create_order(body: schemas.CreateOrderRequest, app: App, principal: Wr
             commands.OrderItem(sku=i.sku, quantity=i.quantity, price=i.price, category=i.category) for i in body.items
         ),
     )
-    order: Order = await run_write(app, lambda: app.bus.handle(command))
+    order: Order = await run_op(app, Handle(command))
     return ok_json(presenters.order(order), status_code=201)
 
 
@@ -136,14 +137,10 @@ def get_history(user_id: UserIdPath, app: App, principal: Reader, limit: Limit =
 
 @api.post("/points/{userId}/redeem", response_model=Envelope[schemas.RedeemResponse], tags=["points"])
 async def redeem(user_id: UserIdPath, body: schemas.RedeemRequest, app: App, principal: AdminOrMember) -> Response:
+    if not principal.can_see(user_id):
+        raise NotFound(f"user {user_id} not found")
     command = commands.RedeemPoints(user_id=user_id, points=body.points, reason=body.reason)
-
-    def work() -> RedeemResult:
-        _visible_member(app, principal, user_id)
-        result: RedeemResult = app.bus.handle(command)
-        return result
-
-    result = await run_write(app, work)
+    result: RedeemResult = await run_op(app, Handle(command))
     return ok_json(
         schemas.RedeemResponse(
             transaction_id=result.transaction_id,

@@ -1,0 +1,171 @@
+"""The writer process of ``accrue serve``: the API's writes and the event pipeline, beside the HTTP
+process, so that the two use both cores.
+
+In one CPython process the HTTP layer and the ledger writes share one core (the GIL). With
+``ACCRUE_WRITER_PROCESS=true`` (the default) ``accrue serve`` starts this process and hands it, over
+a socket pair only the two processes hold, each write the API makes (``WriteOp``: a bus command or
+an idempotency-key step). The HTTP process keeps parsing, validation, authentication, reads (SQLite
+WAL readers see every commit) and its other work; this process runs the writes and the workers that
+work through what they commit (outbox, notification sends, webhook deliveries).
+
+Protocol: frames of a 4-byte big-endian length and a pickle. The HTTP process sends lists of
+``(request id, op)``; ``(0, None)`` asks for a wake-up of the workers (after a commit the HTTP
+process made itself). This process runs what one read brings as one group-committed transaction
+(each op its own savepoint: a refusal undoes only its own writes) and answers, once the group is
+durable, with a list of ``(request id, ok, result or exception)``. It first sends ``(0, True,
+"ready")``. When the socket closes (the HTTP process ended, even by SIGKILL) it stops its workers
+and exits. Pickle is safe here only because the peer is the parent that created the socket pair:
+nothing else can connect to it.
+
+    python -m accrue.entrypoints.writer --fd N     (started by ``accrue serve``, not by hand)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("accrue.writer")
+
+HEADER = struct.Struct("!I")
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+READY = "ready"
+WAKE = 0
+
+
+def frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+class FrameReader:
+    """Reassembles frames from the bytes of a stream, in order."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        buffer = self._buffer
+        buffer += data
+        messages: list[Any] = []
+        start = 0
+        while len(buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, start)
+            if size > MAX_FRAME_BYTES:
+                raise ValueError(f"frame of {size} bytes is larger than {MAX_FRAME_BYTES}")
+            end = start + HEADER.size + size
+            if len(buffer) < end:
+                break
+            messages.append(pickle.loads(memoryview(buffer)[start + HEADER.size : end]))  # noqa: S301 - our parent
+            start = end
+        del buffer[:start]
+        return messages
+
+
+def encode_outcomes(replies: list[tuple[int, bool, Any]]) -> bytes:
+    """One reply frame; a result or exception that cannot be pickled becomes an error naming it."""
+    try:
+        return frame(replies)
+    except Exception:  # noqa: BLE001 - find the one that fails, answer the others as they are
+        safe: list[tuple[int, bool, Any]] = []
+        for request_id, ok, value in replies:
+            try:
+                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                safe.append((request_id, ok, value))
+            except Exception as exc:  # noqa: BLE001 - reported to the caller instead
+                safe.append((request_id, False, RuntimeError(f"the writer could not return {value!r}: {exc}")))
+        return frame(safe)
+
+
+class WriterServer:
+    """Runs the ops that arrive on ``sock`` against ``app``, one group per read."""
+
+    def __init__(self, app: Any, sock: socket.socket) -> None:
+        self.app = app
+        self.sock = sock
+        self.reader = FrameReader()
+        self.max_group = app.database.group_max_units
+
+    def serve(self) -> None:
+        try:
+            self._serve()
+        except ConnectionError:
+            return  # the HTTP process is gone mid-answer
+
+    def _serve(self) -> None:
+        self.sock.sendall(frame([(0, True, READY)]))
+        while True:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                return  # the HTTP process is gone
+            messages = self.reader.feed(data)
+            while True:  # whatever else has arrived joins this group
+                try:
+                    more = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                if not more:
+                    break
+                messages += self.reader.feed(more)
+            self.handle([request for message in messages for request in message])
+
+    def handle(self, requests: list[tuple[int, Any]]) -> None:
+        ops = [(request_id, op) for request_id, op in requests if request_id != WAKE]
+        if len(ops) < len(requests):
+            self.wake()
+        for start in range(0, len(ops), self.max_group):
+            chunk = ops[start : start + self.max_group]
+            jobs: list[Callable[[], Any]] = [functools.partial(op.apply, self.app) for _, op in chunk]
+            outcomes = self.app.database.run_group(jobs)
+            replies = [(request_id, ok, value) for (request_id, _), (ok, value) in zip(chunk, outcomes, strict=True)]
+            self.sock.sendall(encode_outcomes(replies))
+
+    def wake(self) -> None:
+        self.app.worker.wake()
+        for name in ("notification_dispatcher", "webhook_delivery"):
+            service = self.app.services.get(name)
+            if service is not None:
+                service.wake()
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="accrue-writer", description="the writer process of accrue serve")
+    parser.add_argument("--fd", type=int, required=True, help="the socket inherited from accrue serve")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="accrue-writer %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    # Ctrl-C in a terminal reaches the whole process group: the HTTP process shuts down and closes
+    # the socket, which ends this one after its last group. SIGTERM ends it at once (no reply is
+    # sent for a group that had not committed; the HTTP process answers those 503).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+    from accrue.bootstrap import bootstrap
+    from accrue.config import Settings
+    from accrue.entrypoints.cli import tune_for_serving
+
+    app = bootstrap(Settings())
+    try:
+        app.start_background(part="pipeline")
+        tune_for_serving()
+        WriterServer(app, sock).serve()
+    finally:
+        app.close()
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

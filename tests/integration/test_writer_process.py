@@ -1,0 +1,171 @@
+"""The writer process's protocol and server, in this process: frames, refusals that travel back as
+themselves, one group per read, wake-ups, and what a caller sees when the writer goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from accrue.bootstrap import Application
+from accrue.domain import commands
+from accrue.domain.errors import (
+    ConcurrencyConflict,
+    Conflict,
+    DomainError,
+    InsufficientPoints,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+)
+from accrue.domain.webhooks import UrlRefused, WebhookRejected
+from accrue.entrypoints.api.errors import OUTCOME_UNKNOWN, ApiError, to_response
+from accrue.entrypoints.api.writer_client import _Connection
+from accrue.entrypoints.api.writes import BeginKey, CompleteKey, Handle
+from accrue.entrypoints.writer import HEADER, MAX_FRAME_BYTES, READY, WAKE, FrameReader, WriterServer, frame
+from accrue.ports import Replay, Started
+
+
+def test_frames_split_anywhere_are_read_back_whole_and_in_order() -> None:
+    messages = [[(1, "a")], [(2, Decimal("12.34")), (3, None)], [(4, b"x" * 70_000)]]
+    stream = b"".join(frame(m) for m in messages)
+    for step in (1, 3, 7, 4096, len(stream)):
+        reader = FrameReader()
+        seen: list[Any] = []
+        for start in range(0, len(stream), step):
+            seen += reader.feed(stream[start : start + step])
+        assert seen == messages
+
+
+def test_a_frame_announcing_more_than_the_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="larger than"):
+        FrameReader().feed(HEADER.pack(MAX_FRAME_BYTES + 1) + b"\0")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        InvalidInput("transactionAmount", "must not be negative"),
+        NotFound("user u1 not found", details={"field": "userId"}),
+        Conflict("an order with this orderId already exists", details={"field": "orderId"}),
+        InsufficientPoints("balance 5 is less than 10", details={"balance": 5}),
+        RuleViolation("USD has 2 decimals"),
+        ConcurrencyConflict("member changed"),
+        WebhookRejected("bad signature"),
+        UrlRefused("loopback addresses are refused"),
+    ],
+)
+def test_domain_errors_cross_the_process_boundary_as_themselves(error: DomainError) -> None:
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert type(copy) is type(error)
+    assert copy.__dict__ == error.__dict__
+    assert copy.args == error.args
+    # ... so the HTTP process answers exactly as if the refusal had been made there.
+    assert bytes(to_response(copy).body) == bytes(to_response(error).body)
+
+
+class Peer:
+    """The HTTP side of a socket pair, talking to a WriterServer on a thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = FrameReader()
+        self.ids = iter(range(1, 1_000_000))
+
+    def replies(self, count: int) -> list[tuple[int, bool, Any]]:
+        got: list[tuple[int, bool, Any]] = []
+        while len(got) < count:
+            data = self.sock.recv(1 << 20)
+            assert data, "the writer closed the socket"
+            for message in self.reader.feed(data):
+                got += message
+        return got
+
+    def send(self, *ops: Any) -> list[int]:
+        request_ids = [next(self.ids) for _ in ops]
+        self.sock.sendall(frame(list(zip(request_ids, ops, strict=True))))
+        return request_ids
+
+
+@pytest.fixture
+def writer(app: Application) -> Iterator[Peer]:
+    ours, theirs = socket.socketpair()
+    server = WriterServer(app, theirs)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    peer = Peer(ours)
+    assert peer.replies(1) == [(0, True, READY)]
+    yield peer
+    ours.close()
+    thread.join(10)
+    assert not thread.is_alive(), "the writer did not stop when its peer closed the socket"
+    theirs.close()
+
+
+def purchase(member: str, amount: str) -> Handle:
+    return Handle(commands.RecordTransaction(member_id=member, amount=Decimal(amount), transaction_type="purchase"))
+
+
+def redeem(member: str, points: int) -> Handle:
+    return Handle(commands.RedeemPoints(user_id=member, points=points))
+
+
+def test_one_read_is_one_transaction_and_a_refusal_undoes_only_its_own_writes(app: Application, writer: Peer) -> None:
+    request_ids = writer.send(purchase("w1", "100.00"), redeem("w1", 1_000), purchase("w2", "50.00"))
+    replies = writer.replies(3)
+    assert [r[0] for r in replies] == request_ids
+    (_, ok1, first), (_, ok2, refusal), (_, ok3, third) = replies
+    assert ok1 and first.points_earned == 10 and first.total_points == 10
+    assert not ok2 and isinstance(refusal, InsufficientPoints)
+    assert ok3 and third.points_earned == 5
+    assert app.database is not None
+    with app.database.connection() as conn:
+        balances = dict(conn.execute("SELECT user_id, balance FROM members WHERE user_id IN ('w1', 'w2')").fetchall())
+    assert balances == {"w1": 10, "w2": 5}  # the refused redemption left nothing behind
+
+
+def test_idempotency_steps_run_in_the_writer_like_any_write(app: Application, writer: Peer) -> None:
+    writer.send(BeginKey("service:pos", "k-1", "hash-1"))
+    assert isinstance(writer.replies(1)[0][2], Started)
+    writer.send(CompleteKey("service:pos", "k-1", 200, b'{"success":true}'))
+    assert writer.replies(1)[0][1] is True
+    writer.send(BeginKey("service:pos", "k-1", "hash-1"))
+    replay = writer.replies(1)[0][2]
+    assert isinstance(replay, Replay) and replay.body == b'{"success":true}'
+
+
+def test_a_wake_up_reaches_the_pipeline_workers_and_gets_no_answer(app: Application, writer: Peer) -> None:
+    woken = threading.Event()
+    app.worker.wake = woken.set  # type: ignore[method-assign]
+    writer.sock.sendall(frame([(WAKE, None)]))
+    assert woken.wait(5)
+    writer.send(purchase("w3", "10.00"))
+    assert [r[0] for r in writer.replies(1)] == [1]  # the next answer is the purchase's, not the wake-up's
+
+
+def test_calls_in_flight_when_the_writer_goes_away_fail_503_with_an_unknown_outcome() -> None:
+    async def scenario() -> ApiError:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        _, connection = await loop.create_unix_connection(lambda: _Connection(loop), sock=ours)
+        theirs.sendall(frame([(0, True, READY)]))
+        await connection.ready
+        pending = connection.call(purchase("w4", "1.00"))
+        await asyncio.sleep(0.05)
+        theirs.close()  # the writer process died holding the call
+        with pytest.raises(ApiError) as caught:
+            await pending
+        with pytest.raises(ApiError, match="restarting"):
+            connection.call(purchase("w4", "1.00"))
+        return caught.value
+
+    error = asyncio.run(scenario())
+    assert error.status_code == 503
+    assert error.code == OUTCOME_UNKNOWN
+    assert error.headers == {"Retry-After": "1"}
