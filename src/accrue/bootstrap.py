@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -82,17 +82,20 @@ class Application:
     # (``entrypoints/writer.py``); None: they run in this process.
     writer: Any = None
 
-    def start_background(self, part: BackgroundPart = "all") -> None:
+    def start_background(self, part: BackgroundPart = "all", *, run_elsewhere: Collection[str] = ()) -> None:
         """Start the background services: ``all`` of them, or one ``part`` of them when they are
         split between processes: the ``pipeline`` (the outbox worker, notification sends and
         webhook deliveries, which work through what the writes commit) or the ``front`` (the
-        rest: scheduler, payment consumers, batch files)."""
-        if self.settings.workers_enabled and part != "front":
+        rest: scheduler, payment consumers, batch files). Services named in ``run_elsewhere``
+        (``"outbox"`` for the outbox worker) get no thread: the caller runs their rounds itself."""
+        if self.settings.workers_enabled and part != "front" and "outbox" not in run_elsewhere:
             self.worker.start()
         for name, service in self.services.items():
             if (part == "front" and name in PIPELINE_SERVICES) or (
                 part == "pipeline" and name not in PIPELINE_SERVICES
             ):
+                continue
+            if name in run_elsewhere:
                 continue
             if name == "scheduler" and not self.settings.scheduler_enabled:
                 continue

@@ -7,6 +7,7 @@ import asyncio
 import pickle
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -169,3 +170,78 @@ def test_calls_in_flight_when_the_writer_goes_away_fail_503_with_an_unknown_outc
     assert error.status_code == 503
     assert error.code == OUTCOME_UNKNOWN
     assert error.headers == {"Retry-After": "1"}
+
+
+def notification_count(app: Application) -> int:
+    assert app.database is not None
+    with app.database.connection() as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM notifications").fetchone()[0])
+
+
+def unsent_count(app: Application) -> int:
+    assert app.database is not None
+    with app.database.connection() as conn:
+        return int(
+            conn.execute(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending')"
+                " + (SELECT COUNT(*) FROM notification_queue)"
+                " + (SELECT COUNT(*) FROM notification_sends WHERE status IN ('pending', 'sending'))"
+            ).fetchone()[0]
+        )
+
+
+def wait_for(condition: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_the_event_pipeline_runs_on_the_writers_own_thread_between_writes(app: Application, writer: Peer) -> None:
+    # No thread of its own: the outbox worker and the (local) dispatcher run in the server's slices.
+    assert app.worker._thread is None
+    assert app.services["notification_dispatcher"]._thread is None
+    writer.send(purchase("p1", "12000.00"))  # 1 200 points: milestones 100 and 500, BRONZE -> SILVER
+    assert writer.replies(1)[0][1] is True
+    assert wait_for(lambda: notification_count(app) == 2 and unsent_count(app) == 0)
+    with app.database.connection() as conn:  # type: ignore[union-attr]
+        sends = conn.execute("SELECT channel, status FROM notification_sends ORDER BY channel").fetchall()
+    assert {status for _, status in sends} <= {"sent", "skipped"} and len(sends) == 6  # 3 channels x 2
+
+
+def test_a_stream_of_writes_that_never_lets_up_still_leaves_the_pipeline_its_slices(
+    app: Application, writer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from accrue.entrypoints.writer import PipelineSlices
+
+    modes: list[str] = []
+    original = PipelineSlices.run
+
+    def run(self: PipelineSlices, interrupted: Any) -> int:
+        # In a quiet moment a slice stops when a write arrives (``WriterServer._readable``); the
+        # slice due between two groups of writes cannot be interrupted (a constant False).
+        modes.append("quiet" if hasattr(interrupted, "__self__") else "between writes")
+        return original(self, interrupted)
+
+    monkeypatch.setattr(PipelineSlices, "run", run)
+    in_flight = 8  # always more frames waiting on the socket than the writer has answered
+    sent = answered = 0
+    total = 400
+    handled_during_stream = 0
+    modes_during_stream: list[str] = []
+    halfway = False
+    while answered < total:
+        while sent < total and sent - answered < in_flight:
+            writer.send(purchase(f"s{sent}", "12000.00"))
+            sent += 1
+        answered += len(writer.replies(1))
+        if answered >= total // 2 and not halfway:
+            halfway = True
+            handled_during_stream = notification_count(app)
+            modes_during_stream = list(modes)
+    assert "between writes" in modes_during_stream, "the pipeline never got a slice while writes kept coming"
+    assert handled_during_stream > 0, "no event was handled while the writes went on"
+    # And once the writes stop, the rest is done too: every member has its two notifications.
+    assert wait_for(lambda: notification_count(app) == 2 * total and unsent_count(app) == 0, 60)

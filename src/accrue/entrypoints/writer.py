@@ -6,7 +6,8 @@ In one CPython process the HTTP layer and the ledger writes share one core (the 
 a socket pair only the two processes hold, each write the API makes (``WriteOp``: a bus command or
 an idempotency-key step). The HTTP process keeps parsing, validation, authentication, reads (SQLite
 WAL readers see every commit) and its other work; this process runs the writes and the workers that
-work through what they commit (outbox, notification sends, webhook deliveries).
+work through what they commit (outbox, notification sends, webhook deliveries): the first two on
+the same thread as the writes, in slices between them (``PipelineSlices``).
 
 Protocol: frames of a 4-byte big-endian length and a pickle. The HTTP process sends lists of
 ``(request id, op)``; ``(0, None)`` asks for a wake-up of the workers (after a commit the HTTP
@@ -26,12 +27,16 @@ import argparse
 import functools
 import logging
 import pickle
+import select
 import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
+
+from accrue.service_layer.background import PollingWorker
 
 log = logging.getLogger("accrue.writer")
 
@@ -85,14 +90,115 @@ def encode_outcomes(replies: list[tuple[int, bool, Any]]) -> bytes:
         return frame(safe)
 
 
+# Between the API's writes, this process's database thread works through the event pipeline
+# (``PipelineSlices``). While writes keep coming, the pipeline gets one slice every
+# SLICE_INTERVAL_SECONDS, ending after the message that passes SLICE_SECONDS: a write waits at most
+# that long for it, each slice is one commit, and the backlog cannot grow without end (about a
+# sixth of the thread is the pipeline's). Once no write has come for a whole interval, slices run
+# back to back until one arrives.
+SLICE_SECONDS = 0.002
+SLICE_INTERVAL_SECONDS = 0.010
+DISPATCH_LIMIT = 8
+
+
+class _Slice:
+    """One pipeline worker run in slices: whether it has work, and one slice of it."""
+
+    def __init__(
+        self,
+        name: str,
+        worker: PollingWorker,
+        run: Callable[[float, Callable[[], bool]], int],
+        left_over: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.name = name
+        self.worker = worker
+        self.run = run
+        self.left_over = left_over  # work taken on but not finished by the last slice
+        self.feeds: _Slice | None = None  # the worker that what this one handles gives work to
+        self.busy = True  # a first round at start finds whatever was left
+        self.next_poll = 0.0
+
+    def due(self, now: float) -> bool:
+        if self.worker.take_wake():
+            self.busy = True
+        return self.busy or now >= self.next_poll
+
+
+class PipelineSlices:
+    """The outbox worker, and the notification dispatcher when its sends stay in the database,
+    run on the thread that serves the writes instead of on threads of their own: a write never
+    waits for the writer lock or the interpreter while they work, and their commits are few."""
+
+    def __init__(self, app: Any) -> None:
+        self.slices: list[_Slice] = []
+        self.last_run = time.monotonic()
+        if not app.settings.workers_enabled:
+            return
+        outbox = app.worker
+        outbox_slice = _Slice("outbox", outbox, outbox.run_slice, left_over=outbox.has_claimed)
+        self.slices.append(outbox_slice)
+        dispatcher = app.services.get("notification_dispatcher")
+        if dispatcher is not None and dispatcher.sends_in_database:
+            dispatcher.yield_between_sends = False
+            outbox_slice.feeds = _Slice(
+                "notification_dispatcher",
+                dispatcher,
+                lambda _deadline, _interrupted: dispatcher.run_slice(DISPATCH_LIMIT),
+            )
+            self.slices.append(outbox_slice.feeds)
+
+    @property
+    def names(self) -> set[str]:
+        return {piece.name for piece in self.slices}
+
+    def wait_seconds(self, now: float, *, quiet: bool) -> float:
+        """How long to wait for a write before running a slice (0: run one now). ``quiet``: the
+        last wait ended with no write."""
+        if not self.slices:
+            return 3600.0
+        if any(piece.busy for piece in self.slices):
+            return 0.0 if quiet else max(0.0, self.last_run + SLICE_INTERVAL_SECONDS - now)
+        return max(0.0, min(piece.next_poll for piece in self.slices) - now)
+
+    def may_run(self, now: float) -> bool:
+        """Whether a slice is due between two groups of writes."""
+        return now - self.last_run >= SLICE_INTERVAL_SECONDS and any(piece.due(now) for piece in self.slices)
+
+    def run(self, interrupted: Callable[[], bool]) -> int:
+        """One slice of every worker that has work; returns how much was handled."""
+        handled = 0
+        start = time.monotonic()
+        for piece in self.slices:
+            if not piece.due(time.monotonic()):
+                continue
+            try:
+                done = piece.run(start + SLICE_SECONDS, interrupted)
+            except Exception:
+                log.exception("%s: round failed; the next round retries", piece.name)
+                done = 0
+            piece.busy = done > 0 or piece.left_over()
+            if not piece.busy:
+                piece.next_poll = time.monotonic() + piece.worker.poll_seconds
+            if done and piece.feeds is not None:
+                piece.feeds.busy = True  # e.g. handled events stored notifications to plan and send
+            handled += done
+            if interrupted():
+                break
+        self.last_run = time.monotonic()
+        return handled
+
+
 class WriterServer:
-    """Runs the ops that arrive on ``sock`` against ``app``, one group per read."""
+    """Runs the ops that arrive on ``sock`` against ``app``, one group per read, and the event
+    pipeline's slices between them."""
 
     def __init__(self, app: Any, sock: socket.socket) -> None:
         self.app = app
         self.sock = sock
         self.reader = FrameReader()
         self.max_group = app.database.group_max_units
+        self.pipeline = PipelineSlices(app)
 
     def serve(self) -> None:
         try:
@@ -100,22 +206,41 @@ class WriterServer:
         except ConnectionError:
             return  # the HTTP process is gone mid-answer
 
+    def _readable(self) -> bool:
+        return bool(select.select([self.sock], [], [], 0)[0])
+
     def _serve(self) -> None:
         self.sock.sendall(frame([(0, True, READY)]))
+        pipeline = self.pipeline
+        quiet = False
         while True:
-            data = self.sock.recv(1 << 20)
-            if not data:
-                return  # the HTTP process is gone
-            messages = self.reader.feed(data)
-            while True:  # whatever else has arrived joins this group
-                try:
-                    more = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-                if not more:
-                    break
-                messages += self.reader.feed(more)
-            self.handle([request for message in messages for request in message])
+            wait = pipeline.wait_seconds(time.monotonic(), quiet=quiet)
+            if select.select([self.sock], [], [], wait)[0]:
+                quiet = False
+                if not self._receive():
+                    return  # the HTTP process is gone
+                if pipeline.may_run(time.monotonic()):
+                    pipeline.run(lambda: False)
+            else:
+                quiet = True
+                pipeline.run(self._readable)
+
+    def _receive(self) -> bool:
+        """Read what has arrived and run it; False once the HTTP process has closed the socket."""
+        data = self.sock.recv(1 << 20)
+        if not data:
+            return False
+        messages = self.reader.feed(data)
+        while True:  # whatever else has arrived joins this group
+            try:
+                more = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if not more:
+                break
+            messages += self.reader.feed(more)
+        self.handle([request for message in messages for request in message])
+        return True
 
     def handle(self, requests: list[tuple[int, Any]]) -> None:
         ops = [(request_id, op) for request_id, op in requests if request_id != WAKE]
@@ -158,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
 
     app = bootstrap(Settings())
     try:
-        app.start_background(part="pipeline")
+        server = WriterServer(app, sock)
+        app.start_background(part="pipeline", run_elsewhere=server.pipeline.names)
         tune_for_serving()
-        WriterServer(app, sock).serve()
+        server.serve()
     finally:
         app.close()
         sock.close()

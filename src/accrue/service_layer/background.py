@@ -48,6 +48,13 @@ class PollingWorker(abc.ABC):
         if self.also_wake is not None:
             self.also_wake()
 
+    def take_wake(self) -> bool:
+        """Whether ``wake()`` was called since the last time this was asked (for a caller that runs
+        this worker's rounds itself instead of starting its thread)."""
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
+
     def start(self) -> None:
         if self._thread is not None:
             return

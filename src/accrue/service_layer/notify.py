@@ -105,6 +105,9 @@ class NotificationDispatcher(PollingWorker):
         self.max_attempts = max_attempts
         self.retry_base_seconds = retry_base_seconds
         self.batch_size = batch_size
+        # Off when the dispatcher runs on the thread that also serves writes (``run_slice``): there
+        # is no other thread to hand the interpreter to between sends.
+        self.yield_between_sends = True
         super().__init__(
             thread_name="notification-dispatcher", poll_seconds=poll_seconds, linger_seconds=linger_seconds
         )
@@ -113,15 +116,30 @@ class NotificationDispatcher(PollingWorker):
         """Plan queued notifications and attempt every due send once; returns how much was done."""
         return self.plan_queued() + self.send_due()
 
+    @property
+    def sends_in_database(self) -> bool:
+        """True when every channel writes to the application's own database (local outboxes): a
+        round is then only database work, and may share a transaction with other writes."""
+        return self.transaction_group is not contextlib.nullcontext
+
+    def run_slice(self, limit: int) -> int:
+        """One short round on the calling thread, in one transaction: plan at most ``limit``
+        queued notifications and attempt at most ``limit`` due sends. Only when the sends stay in
+        the database (``sends_in_database``); the writer process runs the dispatcher this way."""
+        if not self.sends_in_database:
+            raise RuntimeError("a dispatcher that sends over the network runs on its own thread")
+        with self.transaction_group():
+            return self.plan_queued(limit) + self.send_due(limit)
+
     def drain(self, max_rounds: int = 100) -> None:
         for _ in range(max_rounds):
             if self.run_once() == 0:
                 return
 
-    def plan_queued(self) -> int:
+    def plan_queued(self, limit: int | None = None) -> int:
         now = self.clock()
         with self.uow_factory() as uow:
-            queued = uow.notification_sends.queued(self.batch_size)
+            queued = uow.notification_sends.queued(limit or self.batch_size)
             for item in queued:
                 notification = item.notification
                 recipient = recipient_of(uow.members.get(notification.user_id))
@@ -139,9 +157,9 @@ class NotificationDispatcher(PollingWorker):
             uow.commit()
         return len(queued)
 
-    def send_due(self) -> int:
+    def send_due(self, limit: int | None = None) -> int:
         with self.uow_factory() as uow:
-            claimed = uow.notification_sends.claim_due(self.clock(), self.batch_size)
+            claimed = uow.notification_sends.claim_due(self.clock(), limit or self.batch_size)
             uow.commit()
         if not claimed:
             return 0
@@ -157,7 +175,8 @@ class NotificationDispatcher(PollingWorker):
         for send in claimed:
             try:
                 prepared.append((send, self._prepare(send, *audience[send.notification.user_id])))
-                let_requests_in()
+                if self.yield_between_sends:
+                    let_requests_in()
             except Exception:
                 # The send stays 'sending': never sent twice, and logged for an operator.
                 log.exception("notification send %s could not be prepared", send.dedupe_key)

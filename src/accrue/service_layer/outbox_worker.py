@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
@@ -50,6 +51,8 @@ class OutboxWorker(PollingWorker):
         # forth, which costs more than the wait).
         self.others_waiting = others_waiting or (lambda: False)
         self.min_group_seconds = min(0.002, group_seconds)
+        # Claimed by ``run_slice`` but not reached yet (their lease is held): the next slice's first.
+        self._claimed: collections.deque[int] = collections.deque()
         super().__init__(thread_name="outbox-worker", poll_seconds=poll_seconds, linger_seconds=linger_seconds)
 
     def retry_delay(self, attempts_so_far: int) -> timedelta:
@@ -69,6 +72,29 @@ class OutboxWorker(PollingWorker):
             with self.transaction_group():
                 done = self._process_until(batch, done, time.monotonic() + self.group_seconds)
         return len(batch)
+
+    def run_slice(self, deadline: float, interrupted: Callable[[], bool]) -> int:
+        """Process due messages on the calling thread, in one transaction group, until ``deadline``
+        or until ``interrupted()`` says that more urgent work waits (checked after each message);
+        returns how many were handled. The writer process runs the outbox this way, between the
+        API's writes, instead of on a thread of its own (see ``entrypoints/writer.py``)."""
+        handled = 0
+        with self.transaction_group():
+            if not self._claimed:
+                with self.bus.uow_factory() as uow:
+                    due = uow.outbox.claim_due(self.clock(), self.batch_size, self.lease_seconds)
+                    uow.commit()
+                self._claimed.extend(m.message_id for m in due)
+            while self._claimed:
+                self._process(self._claimed.popleft())
+                handled += 1
+                if time.monotonic() >= deadline or interrupted():
+                    break
+        return handled
+
+    def has_claimed(self) -> bool:
+        """Whether a slice left claimed messages for the next one."""
+        return bool(self._claimed)
 
     def _process_until(self, batch: list[int], start: int, deadline: float) -> int:
         """Process from ``start`` until the batch or the time runs out (at least one); returns the next index."""
