@@ -113,9 +113,9 @@ def main() -> None:
         await asyncio.gather(*(caller() for _ in range(CONNECTIONS)))
         return (time.process_time() - started) / (n // CONNECTIONS * CONNECTIONS) * 1e6
 
-    real_run_write = loyalty.run_write
+    real_run_op = loyalty.run_op
 
-    async def canned(_app: Any, _work: Any) -> TransactionResult:
+    async def canned(_app: Any, _op: Any) -> TransactionResult:
         return TransactionResult(transaction_id="txn_canned", points_earned=5, total_points=5, tier=Tier.BRONZE)
 
     def postings_alone(n: int) -> float:
@@ -139,17 +139,17 @@ def main() -> None:
 
     async def run() -> dict[str, list[float]]:
         results: dict[str, list[float]] = {}
-        loyalty.run_write = real_run_write
+        loyalty.run_op = real_run_op
         await cpu_per_call(4000, lambda: call("POST", "/transactions", next_body()))  # enrol the members
         for _ in range(args.rounds):
-            loyalty.run_write = real_run_write
+            loyalty.run_op = real_run_op
             health = await cpu_per_call(args.requests, lambda: call("GET", "/health"))
             results.setdefault("GET /health", []).append(health)
-            loyalty.run_write = canned  # type: ignore[assignment]
+            loyalty.run_op = canned  # type: ignore[assignment]
             results.setdefault("POST /transactions, canned result", []).append(
                 await cpu_per_call(args.requests, lambda: call("POST", "/transactions", next_body()))
             )
-            loyalty.run_write = real_run_write
+            loyalty.run_op = real_run_op
             results.setdefault("POST /transactions", []).append(
                 await cpu_per_call(args.requests // 2, lambda: call("POST", "/transactions", next_body()))
             )
@@ -161,7 +161,7 @@ def main() -> None:
     try:
         results = asyncio.run(run())
     finally:
-        loyalty.run_write = real_run_write
+        loyalty.run_op = real_run_op
         application.close()
     health = statistics.median(results["GET /health"])
     print(f"in-process ASGI calls, {CONNECTIONS} concurrent callers, median of {args.rounds} rounds (CPU us/request)")
