@@ -98,7 +98,7 @@ def encode_outcomes(replies: list[tuple[int, bool, Any]]) -> bytes:
 # back to back until one arrives.
 SLICE_SECONDS = 0.002
 SLICE_INTERVAL_SECONDS = 0.010
-DISPATCH_LIMIT = 8
+DISPATCH_LIMIT = 3
 
 
 class _Slice:
