@@ -245,3 +245,36 @@ def test_a_stream_of_writes_that_never_lets_up_still_leaves_the_pipeline_its_sli
     assert handled_during_stream > 0, "no event was handled while the writes went on"
     # And once the writes stop, the rest is done too: every member has its two notifications.
     assert wait_for(lambda: notification_count(app) == 2 * total and unsent_count(app) == 0, 60)
+
+
+def test_a_slice_that_fails_inside_a_group_of_writes_undoes_only_itself(
+    app: Application, writer: Peer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from accrue.entrypoints.writer import PipelineSlices
+
+    written: list[str] = []
+
+    def failing_slice(self: PipelineSlices, interrupted: Any) -> int:
+        assert app.database is not None
+        # Writes something in the group's transaction, then fails: its savepoint is undone.
+        conn = app.database.writer_connection()
+        conn.execute(
+            "INSERT INTO notification_preferences (user_id, email, sms, push, updated_at) "
+            "VALUES ('from-the-slice', 0, 0, 0, '2026-12-04T00:00:00+00:00')"
+        )
+        written.extend(
+            r[0] for r in conn.execute("SELECT user_id FROM notification_preferences WHERE user_id = 'from-the-slice'")
+        )
+        raise RuntimeError("a slice that breaks")
+
+    monkeypatch.setattr(PipelineSlices, "may_run", lambda self, now: True)  # a slice in every group
+    monkeypatch.setattr(PipelineSlices, "run", failing_slice)
+    writer.send(purchase("g1", "100.00"), purchase("g2", "200.00"))
+    replies = writer.replies(2)
+    assert [ok for _, ok, _ in replies] == [True, True]
+    assert written == ["from-the-slice"]  # it was there inside the transaction
+    assert any("pipeline slice failed" in r.getMessage() for r in caplog.records)
+    with app.database.connection() as conn:  # type: ignore[union-attr]
+        users = {r[0] for r in conn.execute("SELECT user_id FROM members").fetchall()}
+        kept = conn.execute("SELECT COUNT(*) FROM notification_preferences").fetchone()[0]
+    assert {"g1", "g2"} <= users and kept == 0

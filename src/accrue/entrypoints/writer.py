@@ -92,10 +92,11 @@ def encode_outcomes(replies: list[tuple[int, bool, Any]]) -> bytes:
 
 # Between the API's writes, this process's database thread works through the event pipeline
 # (``PipelineSlices``). While writes keep coming, the pipeline gets one slice every
-# SLICE_INTERVAL_SECONDS, ending after the message that passes SLICE_SECONDS: a write waits at most
-# that long for it, each slice is one commit, and the backlog cannot grow without end (about a
-# sixth of the thread is the pipeline's). Once no write has come for a whole interval, slices run
-# back to back until one arrives.
+# SLICE_INTERVAL_SECONDS, ending after the message that passes SLICE_SECONDS, inside the
+# transaction of the group of writes it follows (one commit for both; those writes are answered
+# that much later), and the backlog cannot grow without end (about a sixth of the thread is the
+# pipeline's). Once no write has come for a whole interval, slices run back to back, each its own
+# transaction, until one arrives.
 SLICE_SECONDS = 0.002
 SLICE_INTERVAL_SECONDS = 0.010
 DISPATCH_LIMIT = 3
@@ -189,6 +190,10 @@ class PipelineSlices:
         return handled
 
 
+def _never() -> bool:
+    return False
+
+
 class WriterServer:
     """Runs the ops that arrive on ``sock`` against ``app``, one group per read, and the event
     pipeline's slices between them."""
@@ -219,8 +224,6 @@ class WriterServer:
                 quiet = False
                 if not self._receive():
                     return  # the HTTP process is gone
-                if pipeline.may_run(time.monotonic()):
-                    pipeline.run(lambda: False)
             else:
                 quiet = True
                 pipeline.run(self._readable)
@@ -249,7 +252,16 @@ class WriterServer:
         for start in range(0, len(ops), self.max_group):
             chunk = ops[start : start + self.max_group]
             jobs: list[Callable[[], Any]] = [functools.partial(op.apply, self.app) for _, op in chunk]
+            # A slice due while writes keep coming joins the last group's transaction (a savepoint
+            # of its own, like each write): one commit, and one fsync, for both.
+            slice_here = start + self.max_group >= len(ops) and self.pipeline.may_run(time.monotonic())
+            if slice_here:
+                jobs.append(functools.partial(self.pipeline.run, _never))
             outcomes = self.app.database.run_group(jobs)
+            if slice_here:
+                ok, value = outcomes.pop()
+                if not ok:
+                    log.error("pipeline slice failed: %r", value)
             replies = [(request_id, ok, value) for (request_id, _), (ok, value) in zip(chunk, outcomes, strict=True)]
             self.sock.sendall(encode_outcomes(replies))
 
