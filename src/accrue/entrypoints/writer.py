@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from accrue.bootstrap import PIPELINE_SERVICES
 from accrue.service_layer.background import PollingWorker
 
 log = logging.getLogger("accrue.writer")
@@ -267,7 +268,7 @@ class WriterServer:
 
     def wake(self) -> None:
         self.app.worker.wake()
-        for name in ("notification_dispatcher", "webhook_delivery"):
+        for name in PIPELINE_SERVICES:
             service = self.app.services.get(name)
             if service is not None:
                 service.wake()

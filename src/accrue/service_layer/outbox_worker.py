@@ -64,9 +64,7 @@ class OutboxWorker(PollingWorker):
         """Process every due message once; returns how many were handled (done, retried or dead)."""
         with self.transaction_group():
             deadline = time.monotonic() + self.group_seconds
-            with self.bus.uow_factory() as uow:
-                batch = [m.message_id for m in uow.outbox.claim_due(self.clock(), self.batch_size, self.lease_seconds)]
-                uow.commit()
+            batch = self._claim()
             done = self._process_until(batch, 0, deadline)
         while done < len(batch):
             with self.transaction_group():
@@ -81,16 +79,20 @@ class OutboxWorker(PollingWorker):
         handled = 0
         with self.transaction_group():
             if not self._claimed:
-                with self.bus.uow_factory() as uow:
-                    due = uow.outbox.claim_due(self.clock(), self.batch_size, self.lease_seconds)
-                    uow.commit()
-                self._claimed.extend(m.message_id for m in due)
+                self._claimed.extend(self._claim())
             while self._claimed:
                 self._process(self._claimed.popleft())
                 handled += 1
                 if time.monotonic() >= deadline or interrupted():
                     break
         return handled
+
+    def _claim(self) -> list[int]:
+        """Lease the next due messages (committed with the group); their ids, oldest first."""
+        with self.bus.uow_factory() as uow:
+            batch = [m.message_id for m in uow.outbox.claim_due(self.clock(), self.batch_size, self.lease_seconds)]
+            uow.commit()
+        return batch
 
     def has_claimed(self) -> bool:
         """Whether a slice left claimed messages for the next one."""

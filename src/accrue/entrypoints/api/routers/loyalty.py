@@ -137,8 +137,8 @@ def get_history(user_id: UserIdPath, app: App, principal: Reader, limit: Limit =
 
 @api.post("/points/{userId}/redeem", response_model=Envelope[schemas.RedeemResponse], tags=["points"])
 async def redeem(user_id: UserIdPath, body: schemas.RedeemRequest, app: App, principal: AdminOrMember) -> Response:
-    if not principal.can_see(user_id):
-        raise NotFound(f"user {user_id} not found")
+    if not principal.can_see(user_id):  # the same answer as for a member that does not exist
+        raise NotFound(f"user {user_id} not found", details={"field": "userId"})
     command = commands.RedeemPoints(user_id=user_id, points=body.points, reason=body.reason)
     result: RedeemResult = await run_op(app, Handle(command))
     return ok_json(
