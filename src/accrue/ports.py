@@ -17,6 +17,7 @@ from accrue.domain.members import Member
 from accrue.domain.notification_channels import (
     ChannelMessage,
     PendingSend,
+    PlannedSend,
     Preferences,
     QueuedNotification,
     SendRecord,
@@ -630,11 +631,11 @@ class NotificationSendRepository(abc.ABC):
     def plan(
         self,
         notification_id: str,
-        sends: Sequence[tuple[str, str, SendStatus, str | None]],
+        sends: Sequence[PlannedSend],
         now: datetime,
     ) -> None:
-        """Record (dedupe key, channel, pending|skipped, reason) for a queued notification; an existing
-        key is left alone. The notification leaves the queue in the same transaction."""
+        """Record the sends of a queued notification; an existing key is left alone. The
+        notification leaves the queue in the same transaction."""
 
     @abc.abstractmethod
     def claim_due(self, now: datetime, limit: int) -> list[PendingSend]:

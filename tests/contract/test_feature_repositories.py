@@ -11,7 +11,7 @@ from accrue.domain.audit import GENESIS_HASH, AuditRecord
 from accrue.domain.campaigns import Budget, Campaign, CampaignType, Occasion
 from accrue.domain.errors import ConcurrencyConflict, Conflict
 from accrue.domain.ledger import Reason
-from accrue.domain.notification_channels import Channel, Preferences, SendStatus
+from accrue.domain.notification_channels import Channel, PlannedSend, Preferences, SendStatus
 from accrue.domain.payments import BatchRowIssue, BatchStatus, Payment, PaymentBatch, PaymentRow, PaymentStatus
 from accrue.domain.payouts import Month, PayoutRun, RunPhase, RunStatus
 from accrue.domain.referrals import Referral, RewardStatus
@@ -49,9 +49,9 @@ def test_a_stored_notification_is_queued_planned_once_claimed_and_finished(backe
         (queued,) = uow.notification_sends.queued(10)
         assert queued.dedupe_key == "evt_1:tier_upgrade" and queued.notification == notification(1)
         sends = [
-            ("evt_1:tier_upgrade:email", "email", SendStatus.PENDING, None),
-            ("evt_1:tier_upgrade:sms", "sms", SendStatus.SKIPPED, "no sms address"),
-            ("evt_1:tier_upgrade:push", "push", SendStatus.PENDING, None),
+            PlannedSend("evt_1:tier_upgrade:email", Channel.EMAIL, SendStatus.PENDING),
+            PlannedSend("evt_1:tier_upgrade:sms", Channel.SMS, SendStatus.SKIPPED, "no sms address"),
+            PlannedSend("evt_1:tier_upgrade:push", Channel.PUSH, SendStatus.PENDING),
         ]
         uow.notification_sends.plan(queued.notification.notification_id, sends, NOW)
         uow.commit()
@@ -79,6 +79,37 @@ def test_a_stored_notification_is_queued_planned_once_claimed_and_finished(backe
         (Channel.EMAIL, SendStatus.SENT, 1),
         (Channel.SMS, SendStatus.SKIPPED, 0),
         (Channel.PUSH, SendStatus.SENDING, 2),
+    ]
+
+
+def test_sends_recorded_with_their_first_attempt_keep_its_outcome_and_a_retry_waits_until_due(
+    backend: Backend,
+) -> None:
+    enrol(backend, "ada")
+    with backend.uow() as uow:
+        uow.notifications.add(notification(1), "evt_1:tier_upgrade")
+        uow.commit()
+    retry_at = NOW + timedelta(minutes=1)
+    with backend.uow() as uow:
+        (queued,) = uow.notification_sends.queued(10)
+        sends = [
+            PlannedSend("evt_1:tier_upgrade:email", Channel.EMAIL, SendStatus.SENT, attempts=1),
+            PlannedSend("evt_1:tier_upgrade:sms", Channel.SMS, SendStatus.FAILED, "refused", attempts=1),
+            PlannedSend("evt_1:tier_upgrade:push", Channel.PUSH, SendStatus.PENDING, "timeout", 1, retry_at),
+        ]
+        uow.notification_sends.plan(queued.notification.notification_id, sends, NOW)
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.notification_sends.queued(10) == []
+        assert uow.notification_sends.claim_due(NOW + timedelta(seconds=30), 10) == []
+        (retry,) = uow.notification_sends.claim_due(retry_at + timedelta(seconds=1), 10)
+        uow.commit()
+        records = uow.notification_sends.for_notification(queued.notification.notification_id)
+    assert (retry.channel, retry.attempts) == (Channel.PUSH, 2)
+    assert [(r.channel, r.status, r.attempts, r.reason) for r in records] == [
+        (Channel.EMAIL, SendStatus.SENT, 1, None),
+        (Channel.SMS, SendStatus.FAILED, 1, "refused"),
+        (Channel.PUSH, SendStatus.SENDING, 2, "timeout"),
     ]
 
 

@@ -3,19 +3,20 @@ push to the local outbox; member preferences honoured; never sent twice for one 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from accrue.adapters.local.outbox_channels import LocalChannelOutbox
+from accrue.adapters.local.outbox_channels import LocalChannelOutbox, LocalOutboxNotifier
+from accrue.adapters.local.templates import JinjaRenderer
 from accrue.bootstrap import Application, bootstrap
 from accrue.config import Settings
-from accrue.domain.notification_channels import Channel, SendStatus
+from accrue.domain.notification_channels import Channel, ChannelMessage, SendStatus
 from accrue.entrypoints.api.app import create_app
-from accrue.service_layer.notify import NotificationDispatcher
+from accrue.service_layer.notify import EMAIL_LAYOUT_TEMPLATE, NotificationDispatcher
 from tests.conftest import auth, make_settings
 from tests.notification_support import SmtpSink, html_of, text_of
 
@@ -238,5 +239,109 @@ def test_without_an_smtp_host_email_goes_to_the_local_outbox(tmp_path: Path) -> 
         assert all(m.recipient == "fay@example.com" for m in emails)
         assert outbox(application).forget_member(user_id) == 6
         assert outbox(application).messages(user_id=user_id) == []
+    finally:
+        application.close()
+
+
+# -- every channel local: planned and sent in one pass ----------------------------------------------
+
+
+class RefusingOutbox(LocalOutboxNotifier):
+    """A local outbox that refuses its first ``refusals`` messages, as a full disk would."""
+
+    def __init__(self, outbox: LocalChannelOutbox, channel: Channel, refusals: int) -> None:
+        super().__init__(outbox, channel)
+        self.refusals = refusals
+
+    def send(self, message: ChannelMessage) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise OSError("outbox unavailable")
+        super().send(message)
+
+
+class NoEmailLayout(JinjaRenderer):
+    def render(self, template: str, context: Mapping[str, Any]) -> str:
+        if template == EMAIL_LAYOUT_TEMPLATE:
+            raise KeyError("the email layout is missing")
+        return super().render(template, context)
+
+
+def records(app: Application, kind: str, user_id: str) -> dict[str, tuple[SendStatus, int, str | None]]:
+    with app.bus.uow_factory(readonly=True) as uow:
+        [notification] = [n for n in uow.notifications.list(user_id, 50, None).items if n.type == kind]
+        found = uow.notification_sends.for_notification(notification.notification_id)
+    return {r.channel.value: (r.status, r.attempts, r.reason) for r in found}
+
+
+@pytest.fixture
+def local_app(tmp_path: Path) -> Iterator[Application]:
+    application = bootstrap(make_settings(tmp_path, workers_enabled=False, notification_retry_base_seconds=0))
+    yield application
+    application.close()
+
+
+def silver_order(app: Application) -> str:
+    with TestClient(create_app(app)) as client:
+        user_id = enrol(client)
+        order = client.post("/orders", json={"userId": user_id, "amount": "12000.00"}, headers=auth())
+        assert order.status_code == 201, order.text
+    app.worker.drain()
+    return user_id
+
+
+def test_with_every_channel_local_one_round_sends_each_message_as_it_is_planned_and_only_once(
+    local_app: Application,
+) -> None:
+    assert dispatcher(local_app).sends_in_database
+    user_id = silver_order(local_app)
+    assert dispatcher(local_app).run_once() == 2  # two notifications planned, and sent in the same round
+    sent = {channel: (SendStatus.SENT, 1, None) for channel in ("email", "sms", "push")}
+    assert records(local_app, "tier_upgrade", user_id) == sent
+    assert records(local_app, "milestone", user_id) == sent
+    for channel in Channel:
+        assert len(outbox(local_app).messages(channel, user_id)) == 2
+    [upgrade] = [m for m in outbox(local_app).messages(Channel.EMAIL, user_id) if "Tier Upgrade" in m.subject]
+    assert "SILVER" in upgrade.body
+
+    assert local_app.database is not None
+    conn = local_app.database.connection()
+    conn.execute("INSERT INTO notification_queue SELECT notification_id, created_at FROM notifications")
+    dispatcher(local_app).drain()
+    assert conn.execute("SELECT COUNT(*) FROM notification_sends").fetchone()[0] == 6
+    assert conn.execute("SELECT COUNT(*) FROM local_channel_outbox").fetchone()[0] == 6
+
+
+def test_a_local_channel_that_refuses_a_message_is_retried_and_then_sends_it_once(local_app: Application) -> None:
+    dispatcher(local_app).notifiers[Channel.SMS] = RefusingOutbox(outbox(local_app), Channel.SMS, refusals=1)
+    user_id = silver_order(local_app)
+    dispatcher(local_app).plan_and_send()
+    planned = {**records(local_app, "tier_upgrade", user_id), **records(local_app, "milestone", user_id)}
+    assert planned["email"] == (SendStatus.SENT, 1, None)
+    refused = [records(local_app, kind, user_id)["sms"] for kind in ("tier_upgrade", "milestone")]
+    assert sorted(status for status, _, _ in refused) == [SendStatus.PENDING, SendStatus.SENT]
+    assert (SendStatus.PENDING, 1, "OSError: outbox unavailable") in refused
+
+    dispatcher(local_app).drain()  # the retry is due at once (base delay 0)
+    for kind in ("tier_upgrade", "milestone"):
+        assert records(local_app, kind, user_id)["sms"][0] is SendStatus.SENT
+    assert len(outbox(local_app).messages(Channel.SMS, user_id)) == 2
+
+
+def test_a_notification_that_cannot_be_rendered_sends_nothing_at_once_and_never_sends_that_message(
+    tmp_path: Path,
+) -> None:
+    application = bootstrap(make_settings(tmp_path, workers_enabled=False), renderer=NoEmailLayout())
+    try:
+        user_id = silver_order(application)
+        dispatcher(application).drain()
+        # Planned only, then sent by the claiming path: the email, which cannot be rendered, is
+        # left 'sending' for an operator; the other channels went out once.
+        for kind in ("tier_upgrade", "milestone"):
+            found = records(application, kind, user_id)
+            assert found["email"][:2] == (SendStatus.SENDING, 1)
+            assert found["sms"] == found["push"] == (SendStatus.SENT, 1, None)
+        assert outbox(application).messages(Channel.EMAIL, user_id) == []
+        assert len(outbox(application).messages(Channel.SMS, user_id)) == 2
     finally:
         application.close()

@@ -91,6 +91,20 @@ class ChannelMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedSend:
+    """One send as first recorded: ``pending`` (due at once) or ``skipped`` when only planned; when
+    attempted as it is planned (channels in the application's own database), what came of that
+    attempt: ``sent``, ``failed``, or ``pending`` again until ``retry_at``."""
+
+    dedupe_key: str
+    channel: Channel
+    status: SendStatus
+    reason: str | None = None
+    attempts: int = 0
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PendingSend:
     """A send the dispatcher has claimed (status ``sending``), with the notification it carries."""
 

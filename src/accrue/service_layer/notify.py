@@ -34,6 +34,7 @@ from accrue.domain.notification_channels import (
     Channel,
     ChannelMessage,
     PendingSend,
+    PlannedSend,
     Preferences,
     Recipient,
     SendStatus,
@@ -41,6 +42,7 @@ from accrue.domain.notification_channels import (
     plan_channel,
     send_key,
 )
+from accrue.domain.notifications import Notification
 from accrue.ports import Notifier, TemplateRenderer, UnitOfWork
 from accrue.service_layer.background import PollingWorker, let_requests_in
 
@@ -114,6 +116,9 @@ class NotificationDispatcher(PollingWorker):
 
     def run_once(self) -> int:
         """Plan queued notifications and attempt every due send once; returns how much was done."""
+        if self.sends_in_database:
+            with self.transaction_group():
+                return self.plan_and_send() + self.send_due()
         return self.plan_queued() + self.send_due()
 
     @property
@@ -123,13 +128,13 @@ class NotificationDispatcher(PollingWorker):
         return self.transaction_group is not contextlib.nullcontext
 
     def run_slice(self, limit: int) -> int:
-        """One short round on the calling thread, in one transaction: plan at most ``limit``
-        queued notifications and attempt at most ``limit`` due sends. Only when the sends stay in
-        the database (``sends_in_database``); the writer process runs the dispatcher this way."""
+        """One short round on the calling thread, in one transaction: plan and send at most
+        ``limit`` queued notifications and retry at most ``limit`` due sends. Only when the sends
+        stay in the database (``sends_in_database``); the writer process runs the dispatcher this way."""
         if not self.sends_in_database:
             raise RuntimeError("a dispatcher that sends over the network runs on its own thread")
         with self.transaction_group():
-            return self.plan_queued(limit) + self.send_due(limit)
+            return self.plan_and_send(limit) + self.send_due(limit)
 
     def drain(self, max_rounds: int = 100) -> None:
         for _ in range(max_rounds):
@@ -141,21 +146,73 @@ class NotificationDispatcher(PollingWorker):
         with self.uow_factory() as uow:
             queued = uow.notification_sends.queued(limit or self.batch_size)
             for item in queued:
-                notification = item.notification
-                recipient = recipient_of(uow.members.get(notification.user_id))
-                preferences = uow.notification_preferences.get(notification.user_id)
-                sends: list[tuple[str, str, SendStatus, str | None]] = []
-                for channel in Channel:
-                    reason = (
-                        plan_channel(channel, preferences, recipient)
-                        if channel in self.notifiers
-                        else f"no {channel.value} channel is configured"
-                    )
-                    status = SendStatus.SKIPPED if reason else SendStatus.PENDING
-                    sends.append((send_key(item.dedupe_key, channel), channel.value, status, reason))
-                uow.notification_sends.plan(notification.notification_id, sends, now)
+                recipient, preferences = self._audience(uow, item.notification.user_id)
+                sends = [
+                    PlannedSend(send_key(item.dedupe_key, channel), channel, SendStatus.PENDING)
+                    if reason is None
+                    else PlannedSend(send_key(item.dedupe_key, channel), channel, SendStatus.SKIPPED, reason)
+                    for channel, reason in self._plan(recipient, preferences)
+                ]
+                uow.notification_sends.plan(item.notification.notification_id, sends, now)
             uow.commit()
         return len(queued)
+
+    def plan_and_send(self, limit: int | None = None) -> int:
+        """Plan queued notifications and send them at once, each send recorded with what came of
+        it, all in one unit of work. Only when every channel writes to this database (local
+        outboxes): a message and its record then commit together or not at all, and the claim
+        step that guards a message on the network is not needed. Returns how many were planned."""
+        if not self.sends_in_database:
+            raise RuntimeError("a dispatcher that sends over the network claims each send first")
+        now = self.clock()
+        with self.uow_factory() as uow:
+            queued = uow.notification_sends.queued(limit or self.batch_size)
+            for item in queued:
+                recipient, preferences = self._audience(uow, item.notification.user_id)
+                plan = self._plan(recipient, preferences)
+                try:
+                    # Every message is rendered before the first leaves: a notification that cannot
+                    # be rendered sends nothing here.
+                    messages = {
+                        channel: self.message_for(
+                            item.notification, channel, send_key(item.dedupe_key, channel), address
+                        )
+                        for channel, reason in plan
+                        if reason is None and recipient is not None and (address := recipient.address(channel))
+                    }
+                except Exception:
+                    # Planned only, as on the network path: the send step then logs it and leaves it
+                    # 'sending' for an operator, and the queue behind it moves on.
+                    log.exception("notification %s could not be rendered", item.dedupe_key)
+                    messages = None
+                sends: list[PlannedSend] = []
+                for channel, reason in plan:
+                    key = send_key(item.dedupe_key, channel)
+                    if reason is not None:
+                        sends.append(PlannedSend(key, channel, SendStatus.SKIPPED, reason))
+                    elif messages is None:
+                        sends.append(PlannedSend(key, channel, SendStatus.PENDING))
+                    else:
+                        status, error, retry_at = self._deliver(messages[channel], attempts=1)
+                        sends.append(PlannedSend(key, channel, status, error, attempts=1, retry_at=retry_at))
+                uow.notification_sends.plan(item.notification.notification_id, sends, now)
+            uow.commit()
+        return len(queued)
+
+    def _audience(self, uow: UnitOfWork, user_id: str) -> tuple[Recipient | None, Preferences]:
+        return recipient_of(uow.members.get(user_id)), uow.notification_preferences.get(user_id)
+
+    def _plan(self, recipient: Recipient | None, preferences: Preferences) -> list[tuple[Channel, str | None]]:
+        """Every channel, with why it is skipped (None: send)."""
+        return [
+            (
+                channel,
+                plan_channel(channel, preferences, recipient)
+                if channel in self.notifiers
+                else f"no {channel.value} channel is configured",
+            )
+            for channel in Channel
+        ]
 
     def send_due(self, limit: int | None = None) -> int:
         with self.uow_factory() as uow:
@@ -166,10 +223,7 @@ class NotificationDispatcher(PollingWorker):
         # Checked again at send time, once per member of the batch: the member may have opted out,
         # or been erased, since planning.
         with self.uow_factory(readonly=True) as uow:
-            audience = {
-                user_id: (recipient_of(uow.members.get(user_id)), uow.notification_preferences.get(user_id))
-                for user_id in {send.notification.user_id for send in claimed}
-            }
+            audience = {user_id: self._audience(uow, user_id) for user_id in {s.notification.user_id for s in claimed}}
         # Skip decisions and rendering first, outside any transaction.
         prepared: list[tuple[PendingSend, SendOutcome | ChannelMessage]] = []
         for send in claimed:
@@ -188,7 +242,8 @@ class NotificationDispatcher(PollingWorker):
             outcomes: list[tuple[PendingSend, SendOutcome]] = []
             for send, step in prepared:
                 try:
-                    outcomes.append((send, self._deliver(send, step) if isinstance(step, ChannelMessage) else step))
+                    outcome = self._deliver(step, send.attempts) if isinstance(step, ChannelMessage) else step
+                    outcomes.append((send, outcome))
                 except Exception:
                     log.exception("notification send %s could not be completed", send.dedupe_key)
             now = self.clock()
@@ -208,43 +263,45 @@ class NotificationDispatcher(PollingWorker):
         address = recipient.address(send.channel)
         if address is None:
             return SendStatus.SKIPPED, f"no {send.channel.value} address", None
-        return self.message_for(send, address)
+        return self.message_for(send.notification, send.channel, send.dedupe_key, address)
 
-    def _deliver(self, send: PendingSend, message: ChannelMessage) -> SendOutcome:
+    def _deliver(self, message: ChannelMessage, attempts: int) -> SendOutcome:
+        """Hand the message to its channel; ``attempts`` counts this one."""
         try:
-            self.notifiers[send.channel].send(message)
+            self.notifiers[message.channel].send(message)
         except Exception as exc:  # noqa: BLE001 - a refused message did not leave: retry, then give up
             error = f"{type(exc).__name__}: {exc}"
-            if send.attempts >= self.max_attempts:
-                log.warning("notification %s failed for good: %s", send.dedupe_key, error)
+            if attempts >= self.max_attempts:
+                log.warning("notification %s failed for good: %s", message.dedupe_key, error)
                 return SendStatus.FAILED, error, None
-            delay = self.retry_base_seconds * (2 ** (send.attempts - 1))
+            delay = self.retry_base_seconds * (2 ** (attempts - 1))
             return SendStatus.PENDING, error, self.clock() + timedelta(seconds=delay)
         return SendStatus.SENT, None, None
 
-    def message_for(self, send: PendingSend, address: str) -> ChannelMessage:
-        notification = send.notification
+    def message_for(
+        self, notification: Notification, channel: Channel, dedupe_key: str, address: str
+    ) -> ChannelMessage:
         texts = notification.message
         default = texts.get("default", "")
-        if send.channel is Channel.EMAIL:
+        if channel is Channel.EMAIL:
             body = texts.get("email") or default
             html = self.renderer.render(
                 EMAIL_LAYOUT_TEMPLATE,
                 {"subject": notification.subject, "paragraphs": [p for p in body.split("\n\n") if p.strip()]},
             )
             return ChannelMessage(
-                channel=send.channel,
-                dedupe_key=send.dedupe_key,
+                channel=channel,
+                dedupe_key=dedupe_key,
                 user_id=notification.user_id,
                 recipient=address,
                 subject=notification.subject,
                 text=body,
                 html=html,
             )
-        text = (texts.get("sms") or default) if send.channel is Channel.SMS else default
+        text = (texts.get("sms") or default) if channel is Channel.SMS else default
         return ChannelMessage(
-            channel=send.channel,
-            dedupe_key=send.dedupe_key,
+            channel=channel,
+            dedupe_key=dedupe_key,
             user_id=notification.user_id,
             recipient=address,
             subject=notification.subject,

@@ -21,6 +21,7 @@ from accrue.domain.errors import ConcurrencyConflict
 from accrue.domain.notification_channels import (
     Channel,
     PendingSend,
+    PlannedSend,
     Preferences,
     QueuedNotification,
     SendRecord,
@@ -114,20 +115,16 @@ class DynamoNotificationSendRepository(NotificationSendRepository):
         ]
         return sorted(found, key=lambda q: q.notification.notification_id)
 
-    def plan(
-        self,
-        notification_id: str,
-        sends: Sequence[tuple[str, str, SendStatus, str | None]],
-        now: datetime,
-    ) -> None:
+    def plan(self, notification_id: str, sends: Sequence[PlannedSend], now: datetime) -> None:
         marker = self.session.get(keys.notification_queue(notification_id))
         note = self.session.get(keys.notification(str(marker["dedupe_key"]))) if marker else None
         if note is not None:
             existing = {
                 int(i["send_id"])
-                for i in self.session.batch_get([keys.channel_send(send_id_for(k)) for k, *_ in sends])
+                for i in self.session.batch_get([keys.channel_send(send_id_for(s.dedupe_key)) for s in sends])
             }
-            for key, channel, status, reason in sends:
+            for send in sends:
+                key = send.dedupe_key
                 send_id = send_id_for(key)
                 if send_id in existing:
                     continue  # an existing key is left alone
@@ -138,18 +135,19 @@ class DynamoNotificationSendRepository(NotificationSendRepository):
                     "notification_id": notification_id,
                     "notification_key": str(note["dedupe_key"]),
                     "user_id": str(note["user_id"]),
-                    "channel": channel,
-                    "status": str(status),
-                    "attempts": 0,
+                    "channel": send.channel.value,
+                    "status": str(send.status),
+                    "attempts": send.attempts,
                     "created_at": keys.sortable_time(now),
                     "updated_at": keys.sortable_time(now),
                     **keys.sends_of(notification_id, key),
                 }
-                if reason:
-                    item["reason"] = reason
-                if status is SendStatus.PENDING:
-                    item["next_attempt_at"] = keys.sortable_time(now)
-                    item.update(keys.due_listing(keys.Prefix.SEND, now, str(send_id)))
+                if send.reason:
+                    item["reason"] = send.reason[:1000]
+                if send.status is SendStatus.PENDING:
+                    due = send.retry_at or now
+                    item["next_attempt_at"] = keys.sortable_time(due)
+                    item.update(keys.due_listing(keys.Prefix.SEND, due, str(send_id)))
                 self.session.stage(
                     Write.insert(
                         keys.channel_send(send_id),

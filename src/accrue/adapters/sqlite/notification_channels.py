@@ -11,6 +11,7 @@ from accrue.adapters.sqlite.repositories import notification_from_row
 from accrue.domain.notification_channels import (
     Channel,
     PendingSend,
+    PlannedSend,
     Preferences,
     QueuedNotification,
     SendRecord,
@@ -64,35 +65,29 @@ class SqliteNotificationSendRepository(NotificationSendRepository):
         ).fetchall()
         return [QueuedNotification(notification=notification_from_row(r), dedupe_key=r["dedupe_key"]) for r in rows]
 
-    def plan(
-        self,
-        notification_id: str,
-        sends: Sequence[tuple[str, str, SendStatus, str | None]],
-        now: datetime,
-    ) -> None:
-        user_row = self.conn.execute(
-            "SELECT user_id FROM notifications WHERE notification_id = ?", (notification_id,)
-        ).fetchone()
-        if user_row is not None:
-            self.conn.executemany(
-                "INSERT INTO notification_sends (dedupe_key, notification_id, user_id, channel, status, reason, "
-                "next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (dedupe_key) DO NOTHING",
-                [
-                    (
-                        key,
-                        notification_id,
-                        user_row["user_id"],
-                        channel,
-                        str(status),
-                        reason,
-                        now.timestamp() if status is SendStatus.PENDING else None,
-                        iso(now),
-                        iso(now),
-                    )
-                    for key, channel, status, reason in sends
-                ],
-            )
+    def plan(self, notification_id: str, sends: Sequence[PlannedSend], now: datetime) -> None:
+        # The member comes from the stored notification itself; a notification that is not stored
+        # gets no sends (the SELECT finds no row).
+        self.conn.executemany(
+            "INSERT INTO notification_sends (dedupe_key, notification_id, user_id, channel, status, reason, "
+            "attempts, next_attempt_at, created_at, updated_at) "
+            "SELECT ?, notification_id, user_id, ?, ?, ?, ?, ?, ?, ? FROM notifications WHERE notification_id = ? "
+            "ON CONFLICT (dedupe_key) DO NOTHING",
+            [
+                (
+                    send.dedupe_key,
+                    send.channel.value,
+                    str(send.status),
+                    send.reason[:1000] if send.reason else None,
+                    send.attempts,
+                    (send.retry_at or now).timestamp() if send.status is SendStatus.PENDING else None,
+                    iso(now),
+                    iso(now),
+                    notification_id,
+                )
+                for send in sends
+            ],
+        )
         self.conn.execute("DELETE FROM notification_queue WHERE notification_id = ?", (notification_id,))
 
     def claim_due(self, now: datetime, limit: int) -> list[PendingSend]:
