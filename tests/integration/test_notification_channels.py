@@ -18,6 +18,7 @@ from accrue.domain.notification_channels import Channel, ChannelMessage, SendSta
 from accrue.entrypoints.api.app import create_app
 from accrue.service_layer.notify import EMAIL_LAYOUT_TEMPLATE, NotificationDispatcher
 from tests.conftest import auth, make_settings
+from tests.contract.test_core_repositories import notification
 from tests.notification_support import SmtpSink, html_of, text_of
 
 
@@ -345,3 +346,45 @@ def test_a_notification_that_cannot_be_rendered_sends_nothing_at_once_and_never_
         assert len(outbox(application).messages(Channel.SMS, user_id)) == 2
     finally:
         application.close()
+
+
+def test_reading_the_queue_costs_the_same_however_many_notifications_were_sent_before(
+    local_app: Application,
+) -> None:
+    def store(first: int, count: int) -> None:
+        with local_app.bus.uow_factory() as uow:
+            for n in range(first, first + count):
+                uow.notifications.add(notification(n), f"evt_{n}:tier_upgrade")
+            uow.commit()
+
+    def steps_to_read_three_queued() -> int:
+        """SQLite virtual-machine steps spent by queued(3) (progress handler called every step)."""
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        with local_app.bus.uow_factory() as uow:
+            conn = uow.notification_sends.conn  # type: ignore[attr-defined]
+            conn.set_progress_handler(count, 1)
+            try:
+                assert len(uow.notification_sends.queued(3)) == 3
+            finally:
+                conn.set_progress_handler(None, 0)
+        return steps
+
+    def send_everything_queued() -> None:
+        dispatcher(local_app).drain()
+
+    store(0, 20)
+    send_everything_queued()
+    store(20, 3)
+    few = steps_to_read_three_queued()
+    send_everything_queued()
+    store(23, 2000)
+    send_everything_queued()
+    store(2023, 3)
+    many = steps_to_read_three_queued()
+    assert many < 2 * few, (few, many)

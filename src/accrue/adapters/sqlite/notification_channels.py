@@ -58,9 +58,11 @@ class SqliteNotificationSendRepository(NotificationSendRepository):
         self.conn = conn
 
     def queued(self, limit: int) -> list[QueuedNotification]:
+        # In the order they were queued (the queue's rowid), read from the queue's own b-tree: ordering
+        # by the notification's seq would walk every notification ever stored to find the few queued.
         rows = self.conn.execute(
             "SELECT n.* FROM notification_queue q JOIN notifications n ON n.notification_id = q.notification_id "
-            "ORDER BY n.seq LIMIT ?",
+            "ORDER BY q.rowid LIMIT ?",
             (limit,),
         ).fetchall()
         return [QueuedNotification(notification=notification_from_row(r), dedupe_key=r["dedupe_key"]) for r in rows]
