@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import queue
 import sqlite3
 import threading
@@ -101,7 +100,6 @@ class Database:
         self._group: _Group | None = None
         self._queued = 0
         self._queued_lock = threading.Lock()
-        self._savepoints = itertools.count()
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
         self._jobs_lock = threading.Lock()
         self._writer_thread: threading.Thread | None = None
@@ -182,7 +180,9 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")
                 group = self._group = _Group()
             else:
-                name = f"w{next(self._savepoints)}"
+                # Named by depth: one open savepoint per depth at a time, and the same few names
+                # keep their statements in the connection's cache (a new name is parsed anew).
+                name = f"w{depth}"
                 conn.execute(f"SAVEPOINT {name}")
         except BaseException:
             if outermost:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import event_payload
@@ -39,6 +40,30 @@ from accrue.domain.events import Event
 from accrue.ports import UnitOfWork
 
 Subscribers = Callable[[str], Sequence[str]]
+
+# Attribute name -> repository class, each made from the unit of work's connection.
+REPOSITORIES: dict[str, Callable[[sqlite3.Connection], object]] = {
+    "members": SqliteMemberRepository,
+    "ledger": SqliteLedgerRepository,
+    "orders": SqliteOrderRepository,
+    "notifications": SqliteNotificationRepository,
+    "outbox": SqliteOutboxRepository,
+    "imports": SqliteImportRepository,
+    "schedule_runs": SqliteScheduleRunRepository,
+    "campaigns": SqliteCampaignRepository,
+    "personal_data": SqlitePersonalDataRepository,
+    "payments": SqlitePaymentRepository,
+    "payment_batches": SqlitePaymentBatchRepository,
+    "audit": SqliteAuditLogRepository,
+    "queues": SqliteQueueWriter,
+    "webhook_events": SqliteWebhookEventRepository,
+    "webhook_endpoints": SqliteWebhookEndpointRepository,
+    "webhook_deliveries": SqliteWebhookDeliveryRepository,
+    "notification_preferences": SqlitePreferenceRepository,
+    "notification_sends": SqliteNotificationSendRepository,
+    "referrals": SqliteReferralRepository,
+    "payouts": SqlitePayoutRepository,
+}
 
 
 class SqliteUnitOfWork(UnitOfWork):
@@ -88,27 +113,20 @@ class SqliteUnitOfWork(UnitOfWork):
             self._unit = self.db.begin_write()
             conn = self._unit.conn
         self.conn = conn
-        self.members = SqliteMemberRepository(conn)
-        self.ledger = SqliteLedgerRepository(conn)
-        self.orders = SqliteOrderRepository(conn)
-        self.notifications = SqliteNotificationRepository(conn)
-        self.outbox = SqliteOutboxRepository(conn)
-        self.imports = SqliteImportRepository(conn)
-        self.schedule_runs = SqliteScheduleRunRepository(conn)
-        self.campaigns = SqliteCampaignRepository(conn)
-        self.personal_data = SqlitePersonalDataRepository(conn)
-        self.payments = SqlitePaymentRepository(conn)
-        self.payment_batches = SqlitePaymentBatchRepository(conn)
-        self.audit = SqliteAuditLogRepository(conn)
-        self.queues = SqliteQueueWriter(conn)
-        self.webhook_events = SqliteWebhookEventRepository(conn)
-        self.webhook_endpoints = SqliteWebhookEndpointRepository(conn)
-        self.webhook_deliveries = SqliteWebhookDeliveryRepository(conn)
-        self.notification_preferences = SqlitePreferenceRepository(conn)
-        self.notification_sends = SqliteNotificationSendRepository(conn)
-        self.referrals = SqliteReferralRepository(conn)
-        self.payouts = SqlitePayoutRepository(conn)
+        for name in REPOSITORIES:  # made anew, on first use, for this connection
+            self.__dict__.pop(name, None)
         return self
+
+    def __getattr__(self, name: str) -> Any:
+        """A repository, made on first use in this unit of work: most use two or three of them,
+        and making all twenty cost more than some of the writes they served."""
+        make = REPOSITORIES.get(name)
+        conn = self.__dict__.get("conn")
+        if make is None or conn is None:
+            raise AttributeError(name)
+        repository = make(conn)
+        setattr(self, name, repository)
+        return repository
 
     def _commit(self, events: Sequence[Event]) -> None:
         if self.conn is None:
