@@ -29,7 +29,16 @@ from accrue.domain.webhooks import UrlRefused, WebhookRejected
 from accrue.entrypoints.api.errors import OUTCOME_UNKNOWN, ApiError, to_response
 from accrue.entrypoints.api.writer_client import _Connection
 from accrue.entrypoints.api.writes import BeginKey, CompleteKey, Handle
-from accrue.entrypoints.writer import HEADER, MAX_FRAME_BYTES, READY, WAKE, FrameReader, WriterServer, frame
+from accrue.entrypoints.writer import (
+    HEADER,
+    IN_FLIGHT,
+    MAX_FRAME_BYTES,
+    READY,
+    WAKE,
+    FrameReader,
+    WriterServer,
+    frame,
+)
 from accrue.ports import Replay, Started
 
 
@@ -88,9 +97,21 @@ class Peer:
                 got += message
         return got
 
-    def send(self, *ops: Any) -> list[int]:
+    def frames(self, count: int) -> list[list[tuple[int, bool, Any]]]:
+        """The next ``count`` answers, one list per frame (the writer answers each group in one)."""
+        got: list[list[tuple[int, bool, Any]]] = []
+        while sum(map(len, got)) < count:
+            data = self.sock.recv(1 << 20)
+            assert data, "the writer closed the socket"
+            got += self.reader.feed(data)
+        return got
+
+    def send(self, *ops: Any, in_flight: int | None = None) -> list[int]:
         request_ids = [next(self.ids) for _ in ops]
-        self.sock.sendall(frame(list(zip(request_ids, ops, strict=True))))
+        message: list[tuple[int, Any]] = list(zip(request_ids, ops, strict=True))
+        if in_flight is not None:
+            message.append((IN_FLIGHT, in_flight))
+        self.sock.sendall(frame(message))
         return request_ids
 
 
@@ -129,6 +150,23 @@ def test_one_read_is_one_transaction_and_a_refusal_undoes_only_its_own_writes(ap
     with app.database.connection() as conn:
         balances = dict(conn.execute("SELECT user_id, balance FROM members WHERE user_id IN ('w1', 'w2')").fetchall())
     assert balances == {"w1": 10, "w2": 5}  # the refused redemption left nothing behind
+
+
+def test_writes_are_grouped_in_two_waves_of_half_of_those_in_flight(app: Application, writer: Peer) -> None:
+    # 16 in flight: two groups of 8, the first answered (durable) while the second runs.
+    request_ids = writer.send(*(purchase(f"v{i}", "10.00") for i in range(16)), in_flight=16)
+    waves = writer.frames(16)
+    assert [len(wave) for wave in waves] == [8, 8]
+    assert [r[0] for wave in waves for r in wave] == request_ids
+    assert all(ok for wave in waves for _, ok, _ in wave)
+    # Few in flight: no wave smaller than MIN_WAVE is split off (a commit each would cost more).
+    writer.send(*(purchase(f"v{i}", "10.00") for i in range(6)), in_flight=6)
+    assert [len(wave) for wave in writer.frames(6)] == [4, 2]
+    writer.send(*(purchase(f"v{i}", "10.00") for i in range(3)), in_flight=3)
+    assert [len(wave) for wave in writer.frames(3)] == [3]
+    with app.bus.uow_factory(readonly=True) as uow:
+        balances = {m.user_id: m.balance for m in uow.members.get_many([f"v{i}" for i in range(16)])}
+    assert balances == {f"v{i}": 3 if i < 3 else 2 if i < 6 else 1 for i in range(16)}
 
 
 def test_idempotency_steps_run_in_the_writer_like_any_write(app: Application, writer: Peer) -> None:
@@ -170,6 +208,30 @@ def test_calls_in_flight_when_the_writer_goes_away_fail_503_with_an_unknown_outc
     assert error.status_code == 503
     assert error.code == OUTCOME_UNKNOWN
     assert error.headers == {"Retry-After": "1"}
+
+
+def test_the_http_side_tells_the_writer_how_many_writes_are_in_flight() -> None:
+    async def scenario() -> list[list[tuple[int, Any]]]:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        _, connection = await loop.create_unix_connection(lambda: _Connection(loop), sock=ours)
+        theirs.sendall(frame([(0, True, READY)]))
+        await connection.ready
+        first = [connection.call(purchase(f"w{i}", "1.00")) for i in range(3)]
+        await asyncio.sleep(0.05)  # sent: the three are in flight
+        second = [connection.call(purchase(f"x{i}", "1.00")) for i in range(2)]
+        await asyncio.sleep(0.05)
+        reader, frames = FrameReader(), []
+        while sum(len(f) for f in frames) < 7:
+            frames += reader.feed(await loop.run_in_executor(None, theirs.recv, 1 << 20))
+        for call in first + second:
+            call.cancel()
+        theirs.close()
+        return frames
+
+    frames = asyncio.run(scenario())
+    assert [f[-1] for f in frames] == [(IN_FLIGHT, 3), (IN_FLIGHT, 5)]  # the second batch: 2 new + 3 unanswered
+    assert [len(f) for f in frames] == [4, 3]
 
 
 def notification_count(app: Application) -> int:

@@ -11,12 +11,13 @@ the same thread as the writes, in slices between them (``PipelineSlices``).
 
 Protocol: frames of a 4-byte big-endian length and a pickle. The HTTP process sends lists of
 ``(request id, op)``; ``(0, None)`` asks for a wake-up of the workers (after a commit the HTTP
-process made itself). This process runs what one read brings as one group-committed transaction
-(each op its own savepoint: a refusal undoes only its own writes) and answers, once the group is
-durable, with a list of ``(request id, ok, result or exception)``. It first sends ``(0, True,
-"ready")``. When the socket closes (the HTTP process ended, even by SIGKILL) it stops its workers
-and exits. Pickle is safe here only because the peer is the parent that created the socket pair:
-nothing else can connect to it.
+process made itself); ``(-1, n)`` says that n writes (these included) await an answer. This
+process runs what arrives as group-committed transactions of about half the writes in flight
+(``WriterServer.wave_size``), each op its own savepoint (a refusal undoes only its own writes),
+and answers, once a group is durable, with a list of ``(request id, ok, result or exception)``.
+It first sends ``(0, True, "ready")``. When the socket closes (the HTTP process ended, even by
+SIGKILL) it stops its workers and exits. Pickle is safe here only because the peer is the parent
+that created the socket pair: nothing else can connect to it.
 
     python -m accrue.entrypoints.writer --fd N     (started by ``accrue serve``, not by hand)
 """
@@ -45,6 +46,10 @@ HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 READY = "ready"
 WAKE = 0
+IN_FLIGHT = -1
+# The smallest group that ``wave_size`` splits off: below it, a commit (an fsync) per wave costs
+# more than the overlap gains.
+MIN_WAVE = 4
 
 
 def frame(message: Any) -> bytes:
@@ -196,14 +201,15 @@ def _never() -> bool:
 
 
 class WriterServer:
-    """Runs the ops that arrive on ``sock`` against ``app``, one group per read, and the event
-    pipeline's slices between them."""
+    """Runs the ops that arrive on ``sock`` against ``app``, in groups of about half the writes in
+    flight, and the event pipeline's slices between them."""
 
     def __init__(self, app: Any, sock: socket.socket) -> None:
         self.app = app
         self.sock = sock
         self.reader = FrameReader()
-        self.max_group = app.database.group_max_units
+        self.max_group: int = app.database.group_max_units
+        self.in_flight = 0  # the HTTP process's last word on how many writes await an answer
         self.pipeline = PipelineSlices(app)
 
     def serve(self) -> None:
@@ -247,15 +253,24 @@ class WriterServer:
         return True
 
     def handle(self, requests: list[tuple[int, Any]]) -> None:
-        ops = [(request_id, op) for request_id, op in requests if request_id != WAKE]
-        if len(ops) < len(requests):
+        ops: list[tuple[int, Any]] = []
+        woken = False
+        for request_id, op in requests:
+            if request_id == WAKE:
+                woken = True
+            elif request_id == IN_FLIGHT:
+                self.in_flight = int(op)
+            else:
+                ops.append((request_id, op))
+        if woken:
             self.wake()
-        for start in range(0, len(ops), self.max_group):
-            chunk = ops[start : start + self.max_group]
+        size = self.wave_size(len(ops))
+        for start in range(0, len(ops), size):
+            chunk = ops[start : start + size]
             jobs: list[Callable[[], Any]] = [functools.partial(op.apply, self.app) for _, op in chunk]
             # A slice due while writes keep coming joins the last group's transaction (a savepoint
             # of its own, like each write): one commit, and one fsync, for both.
-            slice_here = start + self.max_group >= len(ops) and self.pipeline.may_run(time.monotonic())
+            slice_here = start + size >= len(ops) and self.pipeline.may_run(time.monotonic())
             if slice_here:
                 jobs.append(functools.partial(self.pipeline.run, _never))
             outcomes = self.app.database.run_group(jobs)
@@ -265,6 +280,15 @@ class WriterServer:
                     log.error("pipeline slice failed: %r", value)
             replies = [(request_id, ok, value) for (request_id, _), (ok, value) in zip(chunk, outcomes, strict=True)]
             self.sock.sendall(encode_outcomes(replies))
+
+    def wave_size(self, arrived: int) -> int:
+        """How many of the ``arrived`` ops go in one group: half of the writes in flight (at least
+        ``MIN_WAVE``), so that two waves take turns. While this process runs one, the HTTP process
+        answers the other and parses the requests that follow; one group for everything in
+        flight would leave each process waiting for the other in turn."""
+        if self.in_flight <= 0:
+            return self.max_group
+        return max(1, min(self.max_group, max(MIN_WAVE, -(-self.in_flight // 2)), arrived))
 
     def wake(self) -> None:
         self.app.worker.wake()

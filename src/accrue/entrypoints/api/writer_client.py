@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from accrue.entrypoints.api.errors import OUTCOME_UNKNOWN, ApiError
 from accrue.entrypoints.api.writes import WriteOp
-from accrue.entrypoints.writer import READY, WAKE, FrameReader, frame
+from accrue.entrypoints.writer import IN_FLIGHT, READY, WAKE, FrameReader, frame
 
 log = logging.getLogger("accrue.writer")
 
@@ -120,7 +120,8 @@ class _Connection(asyncio.Protocol):
     def _flush(self) -> None:
         outgoing, self.outgoing = self.outgoing, []
         if outgoing and self.transport is not None and not self.lost:
-            self.transport.write(frame(outgoing))
+            # With how many writes are in flight, from which the writer sizes its groups.
+            self.transport.write(frame([*outgoing, (IN_FLIGHT, len(self.pending))]))
 
 
 class WriterProcess:
