@@ -96,6 +96,7 @@ class SqliteUnitOfWork(UnitOfWork):
         # The application's clock (outbox due times must agree with the worker's notion of now).
         self.clock = clock or (lambda: datetime.now(UTC))
         self.conn: sqlite3.Connection | None = None
+        self._repository_conn: sqlite3.Connection | None = None
         # A write unit of work is a savepoint of the database's shared (group-committed) transaction.
         self._unit: WriteUnit | None = None
         self._reading = False
@@ -112,16 +113,17 @@ class SqliteUnitOfWork(UnitOfWork):
         else:
             self._unit = self.db.begin_write()
             conn = self._unit.conn
-        self.conn = conn
+        self.conn = self._repository_conn = conn
         for name in REPOSITORIES:  # made anew, on first use, for this connection
             self.__dict__.pop(name, None)
         return self
 
     def __getattr__(self, name: str) -> Any:
         """A repository, made on first use in this unit of work: most use two or three of them,
-        and making all twenty cost more than some of the writes they served."""
+        and making all twenty cost more than some of the writes they served. As when all were
+        made on entry, one first used after commit reads through the same connection."""
         make = REPOSITORIES.get(name)
-        conn = self.__dict__.get("conn")
+        conn = self.__dict__.get("_repository_conn")
         if make is None or conn is None:
             raise AttributeError(name)
         repository = make(conn)
