@@ -48,10 +48,10 @@ test: install lint typecheck imports check infra-tools
 
 # -- Benchmarks (docs/PERFORMANCE.md). `bench` runs them all; each feature adds its own target as
 # a prerequisite of `bench`. wrk, the HTTP load generator, comes from Debian.
-.PHONY: bench bench-deps bench-ledger bench-api bench-api-cost bench-payout bench-ingest bench-webhooks \
+.PHONY: bench bench-deps bench-ledger bench-api bench-api-cost bench-pipeline bench-payout bench-ingest \
+	bench-webhooks bench-campaigns bench-lambda-init
+bench: bench-ledger bench-api bench-api-cost bench-pipeline bench-payout bench-ingest bench-webhooks \
 	bench-campaigns bench-lambda-init
-bench: bench-ledger bench-api bench-api-cost bench-payout bench-ingest bench-webhooks bench-campaigns \
-	bench-lambda-init
 
 bench-deps:
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
@@ -64,6 +64,9 @@ bench-api: install bench-deps
 
 bench-api-cost: install
 	$(BIN)/python bench/api_cost_bench.py
+
+bench-pipeline: install
+	$(BIN)/python bench/pipeline_bench.py
 
 bench-payout: install
 	$(BIN)/python bench/payout_bench.py
