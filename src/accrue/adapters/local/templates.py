@@ -30,5 +30,5 @@ class JinjaRenderer:
         try:
             variables = found.new_context({**self._globals, **context}, shared=True)
             return self.env.concat(found.root_render_func(variables)).strip()
-        except Exception:
-            self.env.handle_exception()  # re-raised with the template's own lines in the traceback
+        except Exception:  # noqa: BLE001 - re-raised by Jinja, with the template's own lines in the traceback
+            self.env.handle_exception()
