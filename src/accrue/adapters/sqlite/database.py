@@ -28,13 +28,16 @@ class GroupCommitFailed(sqlite3.OperationalError):
 class _Group:
     """One SQLite transaction shared by the writes that ran while it was open."""
 
-    __slots__ = ("done", "error", "started", "units")
+    __slots__ = ("done", "error", "memo", "started", "units")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = time.monotonic()
         self.units = 0
+        # Answers that hold for the whole transaction (no other connection writes while it is
+        # open); whoever changes what an answer depends on clears it, and so does any rollback.
+        self.memo: dict[object, object] = {}
 
 
 class WriteUnit:
@@ -197,6 +200,8 @@ class Database:
         conn = unit.conn
         self._local.depth -= 1
         try:
+            if not keep:
+                unit.group.memo.clear()
             if conn.in_transaction:
                 if unit.name is None:
                     if not keep:

@@ -126,7 +126,11 @@ class SqliteUnitOfWork(UnitOfWork):
         conn = self.__dict__.get("_repository_conn")
         if make is None or conn is None:
             raise AttributeError(name)
-        repository = make(conn)
+        unit = self.__dict__.get("_unit")
+        if make is SqliteWebhookEndpointRepository and unit is not None:
+            repository: object = SqliteWebhookEndpointRepository(conn, memo=unit.group.memo)
+        else:
+            repository = make(conn)
         setattr(self, name, repository)
         return repository
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime
+from typing import cast
 
 from accrue.adapters.sqlite.codec import dumps, encode_cursor, iso, loads, parse_iso
 from accrue.adapters.sqlite.repositories import page_bounds
@@ -108,10 +109,18 @@ def _endpoint(row: sqlite3.Row) -> WebhookEndpoint:
 
 
 class SqliteWebhookEndpointRepository(WebhookEndpointRepository):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, memo: dict[object, object] | None = None) -> None:
         self.conn = conn
+        # The write transaction's memo (``Database``): every write committed asks which endpoints
+        # want its events, and the answer holds until an endpoint changes or the transaction ends.
+        self.memo = memo
+
+    def _changed(self) -> None:
+        if self.memo is not None:
+            self.memo.clear()
 
     def add(self, endpoint: WebhookEndpoint) -> None:
+        self._changed()
         self.conn.execute(
             "INSERT INTO webhook_endpoints (endpoint_id, url, event_types, secret, status, description, "
             "disabled_reason, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -141,14 +150,21 @@ class SqliteWebhookEndpointRepository(WebhookEndpointRepository):
         return Page([_endpoint(r) for r in rows[:limit]], next_cursor)
 
     def subscribed_to(self, event_type: str) -> list[WebhookEndpoint]:
+        key = ("webhook_endpoints.subscribed_to", event_type)
+        if self.memo is not None and key in self.memo:
+            return list(cast(list[WebhookEndpoint], self.memo[key]))
         rows = self.conn.execute(
             "SELECT * FROM webhook_endpoints WHERE status = 'enabled' AND EXISTS "
             "(SELECT 1 FROM json_each(event_types) WHERE value = ?) ORDER BY seq",
             (event_type,),
         ).fetchall()
-        return [_endpoint(r) for r in rows]
+        found = [_endpoint(r) for r in rows]
+        if self.memo is not None:
+            self.memo[key] = list(found)
+        return found
 
     def disable(self, endpoint_id: str, reason: str, now: datetime) -> None:
+        self._changed()
         self.conn.execute(
             "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = ?, updated_at = ? "
             "WHERE endpoint_id = ?",
