@@ -146,13 +146,7 @@ class NotificationDispatcher(PollingWorker):
         with self.uow_factory() as uow:
             queued = uow.notification_sends.queued(limit or self.batch_size)
             for item in queued:
-                recipient, preferences = self._audience(uow, item.notification.user_id)
-                sends = [
-                    PlannedSend(send_key(item.dedupe_key, channel), channel, SendStatus.PENDING)
-                    if reason is None
-                    else PlannedSend(send_key(item.dedupe_key, channel), channel, SendStatus.SKIPPED, reason)
-                    for channel, reason in self._plan(recipient, preferences)
-                ]
+                sends = self._planned_only(uow, item.notification.user_id, item.dedupe_key)
                 uow.notification_sends.plan(item.notification.notification_id, sends, now)
             uow.commit()
         return len(queued)
@@ -168,36 +162,49 @@ class NotificationDispatcher(PollingWorker):
         with self.uow_factory() as uow:
             queued = uow.notification_sends.queued(limit or self.batch_size)
             for item in queued:
-                recipient, preferences = self._audience(uow, item.notification.user_id)
-                plan = self._plan(recipient, preferences)
-                try:
-                    # Every message is rendered before the first leaves: a notification that cannot
-                    # be rendered sends nothing here.
-                    messages = {
-                        channel: self.message_for(
-                            item.notification, channel, send_key(item.dedupe_key, channel), address
-                        )
-                        for channel, reason in plan
-                        if reason is None and recipient is not None and (address := recipient.address(channel))
-                    }
-                except Exception:
-                    # Planned only, as on the network path: the send step then logs it and leaves it
-                    # 'sending' for an operator, and the queue behind it moves on.
-                    log.exception("notification %s could not be rendered", item.dedupe_key)
-                    messages = None
-                sends: list[PlannedSend] = []
-                for channel, reason in plan:
-                    key = send_key(item.dedupe_key, channel)
-                    if reason is not None:
-                        sends.append(PlannedSend(key, channel, SendStatus.SKIPPED, reason))
-                    elif messages is None:
-                        sends.append(PlannedSend(key, channel, SendStatus.PENDING))
-                    else:
-                        status, error, retry_at = self._deliver(messages[channel], attempts=1)
-                        sends.append(PlannedSend(key, channel, status, error, attempts=1, retry_at=retry_at))
+                sends = self._send_local(uow, item.notification, item.dedupe_key)
+                if sends is None:
+                    # Planned only, as on the network path: the send step then logs it and leaves
+                    # it 'sending' for an operator, and the queue behind it moves on.
+                    sends = self._planned_only(uow, item.notification.user_id, item.dedupe_key)
                 uow.notification_sends.plan(item.notification.notification_id, sends, now)
             uow.commit()
         return len(queued)
+
+    def _send_local(self, uow: UnitOfWork, notification: Notification, dedupe_key: str) -> list[PlannedSend] | None:
+        """Send to every channel the member allows, each send with its outcome; None (nothing
+        sent) when a message cannot be rendered: every message is rendered before the first
+        leaves."""
+        recipient, preferences = self._audience(uow, notification.user_id)
+        plan = self._plan(recipient, preferences)
+        try:
+            messages = {
+                channel: self.message_for(notification, channel, send_key(dedupe_key, channel), address)
+                for channel, reason in plan
+                if reason is None and recipient is not None and (address := recipient.address(channel))
+            }
+        except Exception:
+            log.exception("notification %s could not be rendered", dedupe_key)
+            return None
+        sends: list[PlannedSend] = []
+        for channel, reason in plan:
+            key = send_key(dedupe_key, channel)
+            if reason is not None:
+                sends.append(PlannedSend(key, channel, SendStatus.SKIPPED, reason))
+            else:
+                status, error, retry_at = self._deliver(messages[channel], attempts=1)
+                sends.append(PlannedSend(key, channel, status, error, attempts=1, retry_at=retry_at))
+        return sends
+
+    def _planned_only(self, uow: UnitOfWork, user_id: str, dedupe_key: str) -> list[PlannedSend]:
+        """Every channel's send, ``pending`` or ``skipped`` with the reason, none attempted."""
+        recipient, preferences = self._audience(uow, user_id)
+        return [
+            PlannedSend(send_key(dedupe_key, channel), channel, SendStatus.PENDING)
+            if reason is None
+            else PlannedSend(send_key(dedupe_key, channel), channel, SendStatus.SKIPPED, reason)
+            for channel, reason in self._plan(recipient, preferences)
+        ]
 
     def _audience(self, uow: UnitOfWork, user_id: str) -> tuple[Recipient | None, Preferences]:
         return recipient_of(uow.members.get(user_id)), uow.notification_preferences.get(user_id)
