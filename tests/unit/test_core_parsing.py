@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from accrue.adapters.sqlite.codec import CURSOR_LIMIT, decode_cursor, encode_cursor
+from accrue.adapters.sqlite.codec import CURSOR_LIMIT, decode_cursor, encode_cursor, iso, parse_iso
 from accrue.domain.errors import InvalidInput
 from accrue.domain.money import format_minor_units, parse_amount, to_minor_units
 from accrue.entrypoints.api.schemas import CreateOrderRequest, TransactionRequest
@@ -123,3 +124,16 @@ def test_a_date_time_query_value_must_be_rfc_3339_text_not_a_unix_time() -> None
     for number in ("268435456", "1.5", 268435456):
         with pytest.raises(ValidationError, match="RFC 3339"):
             adapter.validate_python(number)
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)),
+    offset_minutes=st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+def test_stored_timestamps_keep_one_sortable_utc_text_form(moment: datetime, offset_minutes: int) -> None:
+    """The form rows have always been written in (``strftime``), whatever the time zone of the
+    value: ISO 8601 in UTC, microseconds, ``Z``; and it reads back as the same instant."""
+    for value in (moment.replace(tzinfo=UTC), moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))):
+        text = iso(value)
+        assert text == value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert parse_iso(text) == value
