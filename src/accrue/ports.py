@@ -262,6 +262,12 @@ class OutboxRepository(abc.ABC):
         """Lease up to ``limit`` due messages so no other worker takes them meanwhile."""
 
     @abc.abstractmethod
+    def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+        """Up to ``limit`` pending messages due at ``now``, earliest due first, without a lease: for a
+        consumer that handles them in the write transaction it read them in, which no other writer
+        can enter meanwhile."""
+
+    @abc.abstractmethod
     def get(self, message_id: int) -> OutboxMessage | None: ...
 
     @abc.abstractmethod

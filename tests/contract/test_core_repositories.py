@@ -495,6 +495,32 @@ def test_a_claimed_message_is_leased_then_done_exactly_with_the_handlers_writes(
     assert sorted(m.message_id for m in again) == sorted(m.message_id for m in claimed if m is not target)
 
 
+def test_due_messages_are_read_without_a_lease_earliest_due_first(backend: Backend) -> None:
+    enrol(backend, "ada")
+    upgrade(backend, "ada")
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    with backend.uow() as uow:
+        due = uow.outbox.due(now, 50)
+        uow.rollback()
+    assert due and all(m.status == "pending" for m in due)
+    # Read, not leased: a second look, and a claim, find the same messages.
+    with backend.uow() as uow:
+        assert [m.message_id for m in uow.outbox.due(now, 50)] == [m.message_id for m in due]
+        claimed = uow.outbox.claim_due(now, 50, 30)
+        uow.commit()
+    assert sorted(m.message_id for m in claimed) == sorted(m.message_id for m in due)
+    # Leased (by a claim), retried later or done: not due now.
+    first, rest = due[0], due[1:]
+    with backend.uow() as uow:
+        uow.outbox.mark_done(first.message_id)
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.outbox.due(now + timedelta(seconds=10), 50) == []
+        after_lease = uow.outbox.due(now + timedelta(seconds=31), 1)
+        uow.rollback()
+    assert [m.message_id for m in after_lease] == [rest[0].message_id]
+
+
 def test_a_failed_message_waits_for_its_retry_then_dies_and_can_be_redriven(backend: Backend) -> None:
     enrol(backend, "ada")
     upgrade(backend, "ada")

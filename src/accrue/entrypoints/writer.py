@@ -116,12 +116,10 @@ class _Slice:
         name: str,
         worker: PollingWorker,
         run: Callable[[float, Callable[[], bool]], int],
-        left_over: Callable[[], bool] = lambda: False,
     ) -> None:
         self.name = name
         self.worker = worker
         self.run = run
-        self.left_over = left_over  # work taken on but not finished by the last slice
         self.feeds: _Slice | None = None  # the worker that what this one handles gives work to
         self.busy = True  # a first round at start finds whatever was left
         self.next_poll = 0.0
@@ -143,7 +141,7 @@ class PipelineSlices:
         if not app.settings.workers_enabled:
             return
         outbox = app.worker
-        outbox_slice = _Slice("outbox", outbox, outbox.run_slice, left_over=outbox.has_claimed)
+        outbox_slice = _Slice("outbox", outbox, outbox.run_slice)
         self.slices.append(outbox_slice)
         dispatcher = app.services.get("notification_dispatcher")
         if dispatcher is not None and dispatcher.sends_in_database:
@@ -184,7 +182,7 @@ class PipelineSlices:
             except Exception:
                 log.exception("%s: round failed; the next round retries", piece.name)
                 done = 0
-            piece.busy = done > 0 or piece.left_over()
+            piece.busy = done > 0  # what a slice leaves is still there for the next one
             if not piece.busy:
                 piece.next_poll = time.monotonic() + piece.worker.poll_seconds
             if done and piece.feeds is not None:

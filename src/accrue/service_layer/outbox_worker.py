@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import time
@@ -11,10 +10,14 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from accrue.domain.events import Event
+from accrue.ports import OutboxMessage
 from accrue.service_layer.background import PollingWorker, let_requests_in
 from accrue.service_layer.messagebus import MessageBus
 
 log = logging.getLogger(__name__)
+
+# Messages read at a time by a slice, which usually has time for a few only.
+SLICE_READ = 8
 
 
 class OutboxWorker(PollingWorker):
@@ -51,8 +54,6 @@ class OutboxWorker(PollingWorker):
         # forth, which costs more than the wait).
         self.others_waiting = others_waiting or (lambda: False)
         self.min_group_seconds = min(0.002, group_seconds)
-        # Claimed by ``run_slice`` but not reached yet (their lease is held): the next slice's first.
-        self._claimed: collections.deque[int] = collections.deque()
         super().__init__(thread_name="outbox-worker", poll_seconds=poll_seconds, linger_seconds=linger_seconds)
 
     def retry_delay(self, attempts_so_far: int) -> timedelta:
@@ -75,17 +76,26 @@ class OutboxWorker(PollingWorker):
         """Process due messages on the calling thread, in one transaction group, until ``deadline``
         or until ``interrupted()`` says that more urgent work waits (checked after each message);
         returns how many were handled. The writer process runs the outbox this way, between the
-        API's writes, instead of on a thread of its own (see ``entrypoints/writer.py``)."""
+        API's writes, instead of on a thread of its own (see ``entrypoints/writer.py``).
+
+        The messages are read inside the group's write transaction and handled in it, so no other
+        worker can take them meanwhile: no lease is written (a claim per message and its undoing
+        cost more than the message's own writes), and whatever the slice leaves is simply still
+        pending for the next one."""
+        if self.transaction_group is contextlib.nullcontext:
+            raise RuntimeError("a slice reads and handles its messages in one write transaction group")
         handled = 0
         with self.transaction_group():
-            if not self._claimed:
-                self._claimed.extend(self._claim())
-            while self._claimed:
-                self._process(self._claimed.popleft())
-                handled += 1
-                if time.monotonic() >= deadline or interrupted():
-                    break
-        return handled
+            while True:
+                with self.bus.uow_factory(readonly=True) as uow:
+                    due = uow.outbox.due(self.clock(), SLICE_READ)
+                if not due:
+                    return handled
+                for message in due:
+                    self._handle(message.message_id, message)
+                    handled += 1
+                    if time.monotonic() >= deadline or interrupted():
+                        return handled
 
     def _claim(self) -> list[int]:
         """Lease the next due messages (committed with the group); their ids, oldest first."""
@@ -93,10 +103,6 @@ class OutboxWorker(PollingWorker):
             batch = [m.message_id for m in uow.outbox.claim_due(self.clock(), self.batch_size, self.lease_seconds)]
             uow.commit()
         return batch
-
-    def has_claimed(self) -> bool:
-        """Whether a slice left claimed messages for the next one."""
-        return bool(self._claimed)
 
     def _process_until(self, batch: list[int], start: int, deadline: float) -> int:
         """Process from ``start`` until the batch or the time runs out (at least one); returns the next index."""
@@ -117,9 +123,14 @@ class OutboxWorker(PollingWorker):
         return self._process(message_id)
 
     def _process(self, message_id: int) -> str:
+        return self._handle(message_id, None)
+
+    def _handle(self, message_id: int, read: OutboxMessage | None) -> str:
+        """Handle one message; ``read``: the message as read in the caller's open write transaction
+        (else it is read here)."""
         error: str | None = None
         with self.bus.uow_factory() as uow:
-            message = uow.outbox.get(message_id)
+            message = read if read is not None else uow.outbox.get(message_id)
             if message is None or message.status != "pending":
                 return "skipped"
             try:

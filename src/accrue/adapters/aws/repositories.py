@@ -686,28 +686,13 @@ class DynamoOutboxRepository(OutboxRepository):
     def add(self, event_id: str, event_name: str, handler: str, payload: str, now: datetime) -> None:
         self.stage_new(outbox_message_id(event_id, handler), event_id, event_name, handler, payload, now)
 
+    def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+        return [_message(item) for item in self._due_items(now, limit)]
+
     def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[OutboxMessage]:
-        candidates: list[dict[str, Any]] = []
-        for items, _ in self.session.query(
-            IndexName=GSI2.name,
-            KeyConditionExpression="#pk = :pk AND #sk <= :due",
-            ExpressionAttributeNames={"#pk": GSI2.partition_key, "#sk": GSI2.sort_key},
-            ExpressionAttributeValues={
-                ":pk": keys.outbox_status(PENDING, "")[GSI2.partition_key],
-                ":due": keys.join(keys.sortable_time(now), "~"),
-            },
-            Limit=limit,
-        ):
-            candidates.extend(items)
-            if len(candidates) >= limit:
-                break
-        # The index lags the table: confirm each candidate with a consistent read before leasing it.
-        fresh = self.session.batch_get([keys.outbox_message(int(c["message_id"])) for c in candidates[:limit]])
         claimed: list[OutboxMessage] = []
         lease_until = datetime.fromtimestamp(now.timestamp() + lease_seconds, UTC)
-        for item in sorted(fresh, key=lambda i: str(i["available_at"])):
-            if item["status"] != PENDING or str(item["available_at"]) > keys.sortable_time(now):
-                continue
+        for item in self._due_items(now, limit):
             message_id = int(item["message_id"])
             self.session.stage(
                 Write(
@@ -728,6 +713,30 @@ class DynamoOutboxRepository(OutboxRepository):
             )
             claimed.append(_message(item))
         return claimed
+
+    def _due_items(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Pending messages due at ``now``, confirmed by consistent reads, earliest due first."""
+        candidates: list[dict[str, Any]] = []
+        for items, _ in self.session.query(
+            IndexName=GSI2.name,
+            KeyConditionExpression="#pk = :pk AND #sk <= :due",
+            ExpressionAttributeNames={"#pk": GSI2.partition_key, "#sk": GSI2.sort_key},
+            ExpressionAttributeValues={
+                ":pk": keys.outbox_status(PENDING, "")[GSI2.partition_key],
+                ":due": keys.join(keys.sortable_time(now), "~"),
+            },
+            Limit=limit,
+        ):
+            candidates.extend(items)
+            if len(candidates) >= limit:
+                break
+        # The index lags the table: confirm each candidate with a consistent read.
+        fresh = self.session.batch_get([keys.outbox_message(int(c["message_id"])) for c in candidates[:limit]])
+        return [
+            item
+            for item in sorted(fresh, key=lambda i: (str(i["available_at"]), int(i["message_id"])))
+            if item["status"] == PENDING and str(item["available_at"]) <= keys.sortable_time(now)
+        ]
 
     def get(self, message_id: int) -> OutboxMessage | None:
         item = self.session.get(keys.outbox_message(message_id))
