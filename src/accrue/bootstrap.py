@@ -198,7 +198,13 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
         else sqlite_uow_factory
     )
 
+    # The notification dispatcher is made after the bus (it needs the channels); the event handlers
+    # that store notifications reach it through this.
+    dispatcher_ref: dict[str, notify.NotificationDispatcher] = {}
     dependencies: dict[str, Any] = {
+        "store_notification": lambda uow, notification, dedupe_key: dispatcher_ref["dispatcher"].store(
+            uow, notification, dedupe_key
+        ),
         "clock": clock,
         "renderer": renderer,
         "settings": handlers.Settings(welcome_bonus_points=settings.welcome_bonus_points),
@@ -277,6 +283,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
     if aws is not None:
         application.services["aws"] = aws
     _wire_webhooks_and_channels(application, uow_factory, database, renderer, overrides)
+    dispatcher_ref["dispatcher"] = application.services["notification_dispatcher"]
     _wire_payments(application, uow_factory, database, overrides)
     return application
 

@@ -116,8 +116,10 @@ class OrderRepository(abc.ABC):
 
 class NotificationRepository(abc.ABC):
     @abc.abstractmethod
-    def add(self, notification: Notification, dedupe_key: str) -> bool:
-        """Store once per de-duplication key; False when it was already there."""
+    def add(self, notification: Notification, dedupe_key: str, *, queue: bool = True) -> bool:
+        """Store once per de-duplication key; False when it was already there. ``queue``: queue it
+        for channel delivery in the same transaction (False: the caller plans its sends itself, in
+        that transaction)."""
 
     @abc.abstractmethod
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> Page[Notification]: ...

@@ -82,6 +82,22 @@ def test_a_stored_notification_is_queued_planned_once_claimed_and_finished(backe
     ]
 
 
+def test_a_notification_stored_unqueued_is_planned_by_its_storer_in_the_same_transaction(backend: Backend) -> None:
+    enrol(backend, "ada")
+    sends = [PlannedSend("evt_1:tier_upgrade:push", Channel.PUSH, SendStatus.SENT, attempts=1)]
+    with backend.uow() as uow:
+        assert uow.notifications.add(notification(1), "evt_1:tier_upgrade", queue=False)
+        uow.notification_sends.plan(notification(1).notification_id, sends, NOW)
+        uow.commit()
+    with backend.uow() as uow:
+        assert uow.notification_sends.queued(10) == []  # never queued
+        assert not uow.notifications.add(notification(1), "evt_1:tier_upgrade")  # stored once
+        uow.commit()
+        assert uow.notification_sends.queued(10) == []
+        records = uow.notification_sends.for_notification(notification(1).notification_id)
+    assert [(r.channel, r.status, r.attempts) for r in records] == [(Channel.PUSH, SendStatus.SENT, 1)]
+
+
 def test_sends_recorded_with_their_first_attempt_keep_its_outcome_and_a_retry_waits_until_due(
     backend: Backend,
 ) -> None:

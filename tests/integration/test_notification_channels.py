@@ -291,10 +291,33 @@ def silver_order(app: Application) -> str:
     return user_id
 
 
-def test_with_every_channel_local_one_round_sends_each_message_as_it_is_planned_and_only_once(
+def test_with_every_channel_local_the_handler_that_stores_a_notification_sends_it_at_once_and_once(
+    local_app: Application,
+) -> None:
+    assert dispatcher(local_app).send_on_store
+    user_id = silver_order(local_app)  # the outbox handlers ran: stored, planned and sent
+    assert local_app.database is not None
+    conn = local_app.database.connection()
+    assert conn.execute("SELECT COUNT(*) FROM notification_queue").fetchone()[0] == 0  # nothing left for a round
+    assert dispatcher(local_app).run_once() == 0
+    sent = {channel: (SendStatus.SENT, 1, None) for channel in ("email", "sms", "push")}
+    assert records(local_app, "tier_upgrade", user_id) == sent
+    assert records(local_app, "milestone", user_id) == sent
+    for channel in Channel:
+        assert len(outbox(local_app).messages(channel, user_id)) == 2
+
+    # Queued again by hand (as an operator would), or the same event handled again: nothing twice.
+    conn.execute("INSERT INTO notification_queue SELECT notification_id, created_at FROM notifications")
+    dispatcher(local_app).drain()
+    assert conn.execute("SELECT COUNT(*) FROM notification_sends").fetchone()[0] == 6
+    assert conn.execute("SELECT COUNT(*) FROM local_channel_outbox").fetchone()[0] == 6
+
+
+def test_with_every_channel_local_one_round_sends_each_queued_message_as_it_is_planned_and_only_once(
     local_app: Application,
 ) -> None:
     assert dispatcher(local_app).sends_in_database
+    dispatcher(local_app).send_at_once = False  # queued by the handlers, as with a channel on the network
     user_id = silver_order(local_app)
     assert dispatcher(local_app).run_once() == 2  # two notifications planned, and sent in the same round
     sent = {channel: (SendStatus.SENT, 1, None) for channel in ("email", "sms", "push")}

@@ -14,6 +14,16 @@ from accrue.ports import TemplateRenderer, UnitOfWork
 
 CHANNELS = ("default", "email", "sms")
 
+# Stores a notification for its channels (once per de-duplication key; False when it was there):
+# ``NotificationDispatcher.store`` in the application, which sends it at once when every channel
+# is local; ``queue_for_channels`` where there is no dispatcher.
+StoreNotification = Callable[[UnitOfWork, Notification, str], bool]
+
+
+def queue_for_channels(uow: UnitOfWork, notification: Notification, dedupe_key: str) -> bool:
+    """Store the notification queued for the channel dispatcher."""
+    return uow.notifications.add(notification, dedupe_key)
+
 
 def render_message(renderer: TemplateRenderer, kind: str, context: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     subject = renderer.render(f"notifications/{kind}/subject.j2", context)
@@ -26,6 +36,7 @@ def notify_tier_upgraded(
     uow: UnitOfWork,
     renderer: TemplateRenderer,
     clock: Callable[[], datetime],
+    store_notification: StoreNotification = queue_for_channels,
 ) -> None:
     new_tier = Tier(event.new_tier)
     if new_tier.rank <= Tier(event.old_tier).rank:  # a downgrade is never announced as an upgrade
@@ -37,7 +48,8 @@ def notify_tier_upgraded(
         "benefits": new_tier.benefits,
     }
     subject, message = render_message(renderer, "tier_upgrade", context)
-    uow.notifications.add(
+    store_notification(
+        uow,
         Notification(
             notification_id=new_id("ntf"),
             event_id=event.event_id,
@@ -49,7 +61,7 @@ def notify_tier_upgraded(
             old_tier=event.old_tier,
             new_tier=event.new_tier,
         ),
-        dedupe_key=f"{event.event_id}:tier_upgrade",
+        f"{event.event_id}:tier_upgrade",
     )
 
 
@@ -58,10 +70,12 @@ def notify_milestones_reached(
     uow: UnitOfWork,
     renderer: TemplateRenderer,
     clock: Callable[[], datetime],
+    store_notification: StoreNotification = queue_for_channels,
 ) -> None:
     context = {"milestones": list(event.milestones), "points": event.points, "tier": event.tier}
     subject, message = render_message(renderer, "milestone", context)
-    uow.notifications.add(
+    store_notification(
+        uow,
         Notification(
             notification_id=new_id("ntf"),
             event_id=event.event_id,
@@ -72,5 +86,5 @@ def notify_milestones_reached(
             created_at=clock(),
             milestones=tuple(event.milestones),
         ),
-        dedupe_key=f"{event.event_id}:milestone",
+        f"{event.event_id}:milestone",
     )

@@ -110,6 +110,9 @@ class NotificationDispatcher(PollingWorker):
         # Off when the dispatcher runs on the thread that also serves writes (``run_slice``): there
         # is no other thread to hand the interpreter to between sends.
         self.yield_between_sends = True
+        # With every channel local, ``store`` sends a notification at once (off: it is queued for
+        # the rounds, as with a channel on the network; bench/pipeline_bench.py compares both).
+        self.send_at_once = True
         super().__init__(
             thread_name="notification-dispatcher", poll_seconds=poll_seconds, linger_seconds=linger_seconds
         )
@@ -151,6 +154,26 @@ class NotificationDispatcher(PollingWorker):
             uow.commit()
         return len(queued)
 
+    @property
+    def send_on_store(self) -> bool:
+        """Whether ``store`` sends a notification at once (every channel local) instead of queueing it."""
+        return self.sends_in_database and self.send_at_once
+
+    def store(self, uow: UnitOfWork, notification: Notification, dedupe_key: str) -> bool:
+        """Store a notification for its channels, once per ``dedupe_key`` (False when it was already
+        there): the event handlers' way to store one.
+
+        With every channel local (``send_on_store``) it is planned and sent at once, in the caller's
+        unit of work: the messages and their records commit with the notification or not at all,
+        and the queue (a row written only to be deleted by the next round) is skipped. Otherwise
+        it is queued for the dispatcher's rounds."""
+        if not self.send_on_store:
+            return uow.notifications.add(notification, dedupe_key)
+        if not uow.notifications.add(notification, dedupe_key, queue=False):
+            return False
+        self._send_or_plan(uow, notification, dedupe_key, self.clock())
+        return True
+
     def plan_and_send(self, limit: int | None = None) -> int:
         """Plan queued notifications and send them at once, each send recorded with what came of
         it, all in one unit of work. Only when every channel writes to this database (local
@@ -162,14 +185,18 @@ class NotificationDispatcher(PollingWorker):
         with self.uow_factory() as uow:
             queued = uow.notification_sends.queued(limit or self.batch_size)
             for item in queued:
-                sends = self._send_local(uow, item.notification, item.dedupe_key)
-                if sends is None:
-                    # Planned only, as on the network path: the send step then logs it and leaves
-                    # it 'sending' for an operator, and the queue behind it moves on.
-                    sends = self._planned_only(uow, item.notification.user_id, item.dedupe_key)
-                uow.notification_sends.plan(item.notification.notification_id, sends, now)
+                self._send_or_plan(uow, item.notification, item.dedupe_key, now)
             uow.commit()
         return len(queued)
+
+    def _send_or_plan(self, uow: UnitOfWork, notification: Notification, dedupe_key: str, now: datetime) -> None:
+        """Send to every local channel the member allows, each send recorded with its outcome."""
+        sends = self._send_local(uow, notification, dedupe_key)
+        if sends is None:
+            # Planned only, as on the network path: the send step then logs it and leaves it
+            # 'sending' for an operator, and the queue behind it moves on.
+            sends = self._planned_only(uow, notification.user_id, dedupe_key)
+        uow.notification_sends.plan(notification.notification_id, sends, now)
 
     def _send_local(self, uow: UnitOfWork, notification: Notification, dedupe_key: str) -> list[PlannedSend] | None:
         """Send to every channel the member allows, each send with its outcome; None (nothing

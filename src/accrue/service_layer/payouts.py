@@ -43,7 +43,7 @@ from accrue.domain.payouts import (
     report_key_for,
 )
 from accrue.ports import BlobStore, Page, TemplateRenderer, UnitOfWork
-from accrue.service_layer.notifications import render_message
+from accrue.service_layer.notifications import StoreNotification, queue_for_channels, render_message
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ def notify_payout_completed(
     uow: UnitOfWork,
     renderer: TemplateRenderer,
     clock: Clock,
+    store_notification: StoreNotification = queue_for_channels,
 ) -> None:
     context = {
         "month": event.month,
@@ -237,7 +238,8 @@ def notify_payout_completed(
         "report_location": event.report_location,
     }
     subject, message = render_message(renderer, "payout_completed", context)
-    uow.notifications.add(
+    store_notification(
+        uow,
         Notification(
             notification_id=new_id("ntf"),
             event_id=event.event_id,
@@ -255,7 +257,7 @@ def notify_payout_completed(
                 "reportKey": event.report_key,
             },
         ),
-        dedupe_key=f"{event.event_id}:payout_completed",
+        f"{event.event_id}:payout_completed",
     )
 
 

@@ -34,7 +34,7 @@ from accrue.domain.referrals import (
 )
 from accrue.ports import Page, TemplateRenderer, UnitOfWork
 from accrue.service_layer.handlers import Settings, enrol
-from accrue.service_layer.notifications import render_message
+from accrue.service_layer.notifications import StoreNotification, queue_for_channels, render_message
 
 Clock = Callable[[], datetime]
 
@@ -177,6 +177,7 @@ def notify_referral_signed_up(
     uow: UnitOfWork,
     renderer: TemplateRenderer,
     clock: Clock,
+    store_notification: StoreNotification = queue_for_channels,
 ) -> None:
     context = {
         "referred_id": event.referred_id,
@@ -186,7 +187,8 @@ def notify_referral_signed_up(
         "held": event.status == str(RewardStatus.HELD),
     }
     subject, message = render_message(renderer, "referral_signup", context)
-    uow.notifications.add(
+    store_notification(
+        uow,
         Notification(
             notification_id=new_id("ntf"),
             event_id=event.event_id,
@@ -203,7 +205,7 @@ def notify_referral_signed_up(
                 "status": event.status,
             },
         ),
-        dedupe_key=f"{event.event_id}:referral_signup",
+        f"{event.event_id}:referral_signup",
     )
 
 

@@ -137,6 +137,9 @@ class Session:
         # Bulk work cut into transactions by the repository itself (each with its own guard item),
         # written after the member groups and before the other writes, in order.
         self.bundles: list[list[Write]] = []
+        # Notifications stored in this unit of work without a queue marker, by id: their storer plans
+        # their sends before commit (``NotificationRepository.add(..., queue=False)``).
+        self.unqueued_notifications: dict[str, dict[str, Any]] = {}
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -116,8 +116,12 @@ class DynamoNotificationSendRepository(NotificationSendRepository):
         return sorted(found, key=lambda q: q.notification.notification_id)
 
     def plan(self, notification_id: str, sends: Sequence[PlannedSend], now: datetime) -> None:
-        marker = self.session.get(keys.notification_queue(notification_id))
-        note = self.session.get(keys.notification(str(marker["dedupe_key"]))) if marker else None
+        # Stored unqueued by this unit of work, or queued (the marker names the notification).
+        note = self.session.unqueued_notifications.get(notification_id)
+        marker = None
+        if note is None:
+            marker = self.session.get(keys.notification_queue(notification_id))
+            note = self.session.get(keys.notification(str(marker["dedupe_key"]))) if marker else None
         if note is not None:
             existing = {
                 int(i["send_id"])

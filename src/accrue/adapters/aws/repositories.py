@@ -495,7 +495,7 @@ class DynamoNotificationRepository(NotificationRepository):
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, notification: Notification, dedupe_key: str) -> bool:
+    def add(self, notification: Notification, dedupe_key: str, *, queue: bool = True) -> bool:
         key = keys.notification(dedupe_key)
         if self.session.staged(key) is not None or self.session.get(key, projection=(PARTITION_KEY,)) is not None:
             return False
@@ -511,9 +511,12 @@ class DynamoNotificationRepository(NotificationRepository):
                 conflict=lambda: ConcurrencyConflict("this notification was stored concurrently; retry"),
             )
         )
-        from accrue.adapters.aws.notification_channels import stage_queued_notification  # imports this module
+        if queue:
+            from accrue.adapters.aws.notification_channels import stage_queued_notification  # imports this module
 
-        stage_queued_notification(self.session, notification, dedupe_key)
+            stage_queued_notification(self.session, notification, dedupe_key)
+        else:
+            self.session.unqueued_notifications[notification.notification_id] = item
         return True
 
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> Page[Notification]:

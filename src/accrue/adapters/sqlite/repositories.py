@@ -442,7 +442,7 @@ class SqliteNotificationRepository(NotificationRepository):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def add(self, notification: Notification, dedupe_key: str) -> bool:
+    def add(self, notification: Notification, dedupe_key: str, *, queue: bool = True) -> bool:
         cur = self.conn.execute(
             "INSERT INTO notifications (notification_id, dedupe_key, event_id, type, user_id, subject, message, "
             "old_tier, new_tier, milestones, data, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -462,7 +462,15 @@ class SqliteNotificationRepository(NotificationRepository):
                 iso(notification.created_at),
             ),
         )
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        if queue:
+            self.conn.execute(
+                "INSERT INTO notification_queue (notification_id, queued_at) VALUES (?, ?) "
+                "ON CONFLICT (notification_id) DO NOTHING",
+                (notification.notification_id, iso(notification.created_at)),
+            )
+        return True
 
     def list(self, user_id: str | None, limit: int, cursor: str | None) -> Page[Notification]:
         before = page_bounds(cursor)
