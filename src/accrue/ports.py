@@ -638,12 +638,13 @@ class NotificationSendRepository(abc.ABC):
     @abc.abstractmethod
     def plan(
         self,
-        notification_id: str,
+        notification: Notification,
         sends: Sequence[PlannedSend],
         now: datetime,
     ) -> None:
-        """Record the sends of a queued notification; an existing key is left alone. The
-        notification leaves the queue in the same transaction."""
+        """Record the sends of a stored notification (queued, or stored unqueued in this
+        transaction); an existing key is left alone. A queued notification leaves the queue in the
+        same transaction."""
 
     @abc.abstractmethod
     def claim_due(self, now: datetime, limit: int) -> list[PendingSend]:

@@ -53,7 +53,7 @@ def test_a_stored_notification_is_queued_planned_once_claimed_and_finished(backe
             PlannedSend("evt_1:tier_upgrade:sms", Channel.SMS, SendStatus.SKIPPED, "no sms address"),
             PlannedSend("evt_1:tier_upgrade:push", Channel.PUSH, SendStatus.PENDING),
         ]
-        uow.notification_sends.plan(queued.notification.notification_id, sends, NOW)
+        uow.notification_sends.plan(queued.notification, sends, NOW)
         uow.commit()
     with backend.uow() as uow:
         assert uow.notification_sends.queued(10) == []
@@ -87,7 +87,7 @@ def test_a_notification_stored_unqueued_is_planned_by_its_storer_in_the_same_tra
     sends = [PlannedSend("evt_1:tier_upgrade:push", Channel.PUSH, SendStatus.SENT, attempts=1)]
     with backend.uow() as uow:
         assert uow.notifications.add(notification(1), "evt_1:tier_upgrade", queue=False)
-        uow.notification_sends.plan(notification(1).notification_id, sends, NOW)
+        uow.notification_sends.plan(notification(1), sends, NOW)
         uow.commit()
     with backend.uow() as uow:
         assert uow.notification_sends.queued(10) == []  # never queued
@@ -113,7 +113,7 @@ def test_sends_recorded_with_their_first_attempt_keep_its_outcome_and_a_retry_wa
             PlannedSend("evt_1:tier_upgrade:sms", Channel.SMS, SendStatus.FAILED, "refused", attempts=1),
             PlannedSend("evt_1:tier_upgrade:push", Channel.PUSH, SendStatus.PENDING, "timeout", 1, retry_at),
         ]
-        uow.notification_sends.plan(queued.notification.notification_id, sends, NOW)
+        uow.notification_sends.plan(queued.notification, sends, NOW)
         uow.commit()
     with backend.uow() as uow:
         assert uow.notification_sends.queued(10) == []

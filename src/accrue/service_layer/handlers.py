@@ -36,7 +36,11 @@ class Settings:
     welcome_bonus_points: int = 100
 
 
-@dataclass(frozen=True, slots=True)
+# Results cross to the HTTP process pickled (``entrypoints/writer.py``): without slots a dataclass is
+# pickled and unpickled by C code; with slots, by Python functions per field.
+
+
+@dataclass(frozen=True)
 class TransactionResult:
     transaction_id: str
     points_earned: int
@@ -44,7 +48,7 @@ class TransactionResult:
     tier: Tier
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RedeemResult:
     transaction_id: str
     points_redeemed: int

@@ -150,7 +150,7 @@ class NotificationDispatcher(PollingWorker):
             queued = uow.notification_sends.queued(limit or self.batch_size)
             for item in queued:
                 sends = self._planned_only(uow, item.notification.user_id, item.dedupe_key)
-                uow.notification_sends.plan(item.notification.notification_id, sends, now)
+                uow.notification_sends.plan(item.notification, sends, now)
             uow.commit()
         return len(queued)
 
@@ -196,7 +196,7 @@ class NotificationDispatcher(PollingWorker):
             # Planned only, as on the network path: the send step then logs it and leaves it
             # 'sending' for an operator, and the queue behind it moves on.
             sends = self._planned_only(uow, notification.user_id, dedupe_key)
-        uow.notification_sends.plan(notification.notification_id, sends, now)
+        uow.notification_sends.plan(notification, sends, now)
 
     def _send_local(self, uow: UnitOfWork, notification: Notification, dedupe_key: str) -> list[PlannedSend] | None:
         """Send to every channel the member allows, each send with its outcome; None (nothing

@@ -17,7 +17,7 @@ from accrue.service_layer.messagebus import MessageBus
 log = logging.getLogger(__name__)
 
 # Messages read at a time by a slice, which usually has time for a few only.
-SLICE_READ = 8
+SLICE_READ = 4
 
 
 class OutboxWorker(PollingWorker):

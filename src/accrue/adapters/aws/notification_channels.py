@@ -115,7 +115,8 @@ class DynamoNotificationSendRepository(NotificationSendRepository):
         ]
         return sorted(found, key=lambda q: q.notification.notification_id)
 
-    def plan(self, notification_id: str, sends: Sequence[PlannedSend], now: datetime) -> None:
+    def plan(self, notification: Notification, sends: Sequence[PlannedSend], now: datetime) -> None:
+        notification_id = notification.notification_id
         # Stored unqueued by this unit of work, or queued (the marker names the notification).
         note = self.session.unqueued_notifications.get(notification_id)
         marker = None

@@ -6,6 +6,7 @@ On AWS the same ``Notifier`` port is implemented by SNS and SES adapters.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,22 +32,30 @@ class LocalChannelOutbox:
         self.database = database
 
     def append(self, message: ChannelMessage) -> bool:
-        """False when a message with this de-duplication key is already in the outbox."""
+        """False when a message with this de-duplication key is already in the outbox. Inside this
+        thread's open write (a dispatcher sending as part of a unit of work) the row joins it: one
+        statement is atomic by itself, and needs no savepoint of its own."""
+        if self.database.writing():
+            return self._insert(self.database.writer_connection(), message)
         with self.database.write() as conn:
-            cur = conn.execute(
-                "INSERT INTO local_channel_outbox (dedupe_key, channel, user_id, recipient, subject, body, created_at) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (dedupe_key) DO NOTHING",
-                (
-                    message.dedupe_key,
-                    message.channel.value,
-                    message.user_id,
-                    message.recipient,
-                    message.subject,
-                    message.text,
-                    iso(datetime.now(UTC)),
-                ),
-            )
-            return cur.rowcount == 1
+            return self._insert(conn, message)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, message: ChannelMessage) -> bool:
+        cur = conn.execute(
+            "INSERT INTO local_channel_outbox (dedupe_key, channel, user_id, recipient, subject, body, created_at) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT (dedupe_key) DO NOTHING",
+            (
+                message.dedupe_key,
+                message.channel.value,
+                message.user_id,
+                message.recipient,
+                message.subject,
+                message.text,
+                iso(datetime.now(UTC)),
+            ),
+        )
+        return cur.rowcount == 1
 
     def messages(
         self, channel: Channel | None = None, user_id: str | None = None, limit: int = 100

@@ -17,6 +17,7 @@ from accrue.domain.notification_channels import (
     SendRecord,
     SendStatus,
 )
+from accrue.domain.notifications import Notification
 from accrue.ports import NotificationSendRepository, PreferenceRepository
 
 
@@ -67,30 +68,29 @@ class SqliteNotificationSendRepository(NotificationSendRepository):
         ).fetchall()
         return [QueuedNotification(notification=notification_from_row(r), dedupe_key=r["dedupe_key"]) for r in rows]
 
-    def plan(self, notification_id: str, sends: Sequence[PlannedSend], now: datetime) -> None:
-        # The member comes from the stored notification itself; a notification that is not stored
-        # gets no sends (the SELECT finds no row).
+    def plan(self, notification: Notification, sends: Sequence[PlannedSend], now: datetime) -> None:
+        at = iso(now)
         self.conn.executemany(
             "INSERT INTO notification_sends (dedupe_key, notification_id, user_id, channel, status, reason, "
-            "attempts, next_attempt_at, created_at, updated_at) "
-            "SELECT ?, notification_id, user_id, ?, ?, ?, ?, ?, ?, ? FROM notifications WHERE notification_id = ? "
+            "attempts, next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT (dedupe_key) DO NOTHING",
             [
                 (
                     send.dedupe_key,
+                    notification.notification_id,
+                    notification.user_id,
                     send.channel.value,
                     str(send.status),
                     send.reason[:1000] if send.reason else None,
                     send.attempts,
                     (send.retry_at or now).timestamp() if send.status is SendStatus.PENDING else None,
-                    iso(now),
-                    iso(now),
-                    notification_id,
+                    at,
+                    at,
                 )
                 for send in sends
             ],
         )
-        self.conn.execute("DELETE FROM notification_queue WHERE notification_id = ?", (notification_id,))
+        self.conn.execute("DELETE FROM notification_queue WHERE notification_id = ?", (notification.notification_id,))
 
     def claim_due(self, now: datetime, limit: int) -> list[PendingSend]:
         rows = self.conn.execute(

@@ -100,6 +100,7 @@ class SqliteUnitOfWork(UnitOfWork):
         # A write unit of work is a savepoint of the database's shared (group-committed) transaction.
         self._unit: WriteUnit | None = None
         self._reading = False
+        self._made: list[str] = []  # the repositories made so far (see __getattr__)
 
     def __enter__(self) -> SqliteUnitOfWork:
         if self.readonly:
@@ -114,7 +115,8 @@ class SqliteUnitOfWork(UnitOfWork):
             self._unit = self.db.begin_write()
             conn = self._unit.conn
         self.conn = self._repository_conn = conn
-        for name in REPOSITORIES:  # made anew, on first use, for this connection
+        made, self._made = self._made, []
+        for name in made:  # made anew, on first use, for this connection
             self.__dict__.pop(name, None)
         return self
 
@@ -132,6 +134,7 @@ class SqliteUnitOfWork(UnitOfWork):
         else:
             repository = make(conn)
         setattr(self, name, repository)
+        self._made.append(name)
         return repository
 
     def _commit(self, events: Sequence[Event]) -> None:
