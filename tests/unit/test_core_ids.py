@@ -51,3 +51,28 @@ def test_ids_are_unique_across_threads_and_increase_within_one() -> None:
 
 def test_prefixed_ids_name_their_kind() -> None:
     assert re.match(r"^txn_[0-9A-Z]{26}$", ids.new_id("txn"))
+
+
+def test_a_forked_child_draws_random_bits_of_its_own() -> None:
+    """Random bits come from a pool of os.urandom output: a child forked with the pool half used
+    must not draw the bytes its parent draws next (two processes would make the same ids)."""
+    import os
+
+    with ids._lock:
+        ids._random_80_bits()  # the pool is filled and partly used
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next draws and leave at once
+        try:
+            with ids._lock:
+                os.write(write, b",".join(str(ids._random_80_bits()).encode() for _ in range(3)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = [int(v) for v in pipe.read().split(b",")]
+    os.waitpid(pid, 0)
+    with ids._lock:
+        parent = [ids._random_80_bits() for _ in range(3)]
+    assert len(child) == 3
+    assert not set(child) & set(parent)

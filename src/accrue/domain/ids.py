@@ -14,6 +14,31 @@ _lock = threading.Lock()
 _last_ms = 0
 _last_rand = 0
 
+# Random bytes from os.urandom, drawn a few kilobytes at a time (a system call per id cost more than
+# the rest of making it); the bytes are the same kernel CSPRNG output, used once each. A forked child
+# starts with an empty pool, so parent and child never share bytes.
+_POOL_BYTES = 4096
+_pool = b""
+_pool_at = 0
+
+
+def _random_80_bits() -> int:
+    """80 fresh random bits; call with _lock held."""
+    global _pool, _pool_at
+    if _pool_at + 10 > len(_pool):
+        _pool, _pool_at = os.urandom(_POOL_BYTES), 0
+    start = _pool_at
+    _pool_at = start + 10
+    return int.from_bytes(_pool[start : start + 10], "big")
+
+
+def _empty_pool() -> None:
+    global _pool, _pool_at
+    _pool, _pool_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_empty_pool)
+
 
 # Three characters per 15 bits from a table: a third of the steps of one character per 5 bits
 # (an id is made for every posting and event, so this is on the bulk path).
@@ -42,7 +67,7 @@ def new_ulid() -> str:
             now_ms = _last_ms
             rand = _last_rand + 1
         else:
-            rand = int.from_bytes(os.urandom(10), "big")
+            rand = _random_80_bits()
         rand &= (1 << 80) - 1
         # Read back inside the lock: another thread may move _last_rand as soon as it is released.
         _last_ms, _last_rand = now_ms, rand
