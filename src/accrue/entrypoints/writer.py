@@ -146,12 +146,16 @@ class PipelineSlices:
         dispatcher = app.services.get("notification_dispatcher")
         if dispatcher is not None and dispatcher.sends_in_database:
             dispatcher.yield_between_sends = False
-            outbox_slice.feeds = _Slice(
+            dispatch_slice = _Slice(
                 "notification_dispatcher",
                 dispatcher,
                 lambda _deadline, _interrupted: dispatcher.run_slice(DISPATCH_LIMIT),
             )
-            self.slices.append(outbox_slice.feeds)
+            self.slices.append(dispatch_slice)
+            if not dispatcher.send_on_store:
+                # The handlers queue what they store: the dispatcher has work after each outbox
+                # slice. Sent at once (the default), only retries are left to it, found by its polls.
+                outbox_slice.feeds = dispatch_slice
 
     @property
     def names(self) -> set[str]:
