@@ -416,3 +416,36 @@ def test_a_processed_payment_of_a_member_gets_purchase_campaigns_once_after_it_c
         uow.commit()
     awards = [e for e in history(client, user_id) if e["reason"] == "campaign"]
     assert [(a["transactionId"], a["points"]) for a in awards] == [(f"campaign:{campaign_id}:payment:pay_1", 50)]
+
+
+def test_the_running_totals_follow_every_posting_into_or_out_of_a_campaign_account(app: Application) -> None:
+    """The totals the database keeps (one trigger on the ledger): paid out of an account, returned
+    to it, and a move between two campaign accounts, each net per member and in all; postings
+    between other accounts leave them alone."""
+    assert app.database is not None
+    columns = (
+        "transfer_id, debit_account, credit_account, amount, reason, reference, member_id, member_delta, "
+        "balance_after, created_at"
+    )
+    rows = [
+        ("t1", "campaign:a:budget", "member:m1:points", 30, "campaign", "r", "m1", 30, 30),
+        ("t2", "campaign:a:budget", "member:m2:points", 20, "campaign", "r", "m2", 20, 20),
+        ("t3", "member:m1:points", "campaign:a:budget", 10, "reverse", "t1", "m1", -10, 20),
+        ("t4", "campaign:a:budget", "campaign:b:budget", 7, "adjust", "r", "m2", 0, 20),
+        ("t5", "program:issued", "member:m1:points", 99, "earn", "r", "m1", 99, 119),
+    ]
+    with app.database.write() as conn:
+        conn.executemany(
+            f"INSERT INTO transfers ({columns}) VALUES (?,?,?,?,?,?,?,?,?,'2026-12-06T00:00:00.000000Z')", rows
+        )
+    totals = dict(
+        ((account, member), paid)
+        for account, member, paid in app.database.connection().execute("SELECT * FROM campaign_account_totals")
+    )
+    assert totals == {
+        ("campaign:a:budget", ""): 30 + 20 - 10 + 7,
+        ("campaign:a:budget", "m1"): 30 - 10,
+        ("campaign:a:budget", "m2"): 20 + 7,
+        ("campaign:b:budget", ""): -7,
+        ("campaign:b:budget", "m2"): -7,
+    }

@@ -140,8 +140,14 @@ class SqliteNotificationSendRepository(NotificationSendRepository):
         )
 
     def for_notification(self, notification_id: str) -> list[SendRecord]:
+        # A send's key is the notification's key, ':' and the channel (``send_key``): a range of the
+        # unique key index finds them, with no index of sends by notification to keep up per send.
         rows = self.conn.execute(
-            "SELECT * FROM notification_sends WHERE notification_id = ? ORDER BY send_id", (notification_id,)
+            "SELECT s.* FROM notifications n JOIN notification_sends s "
+            "ON s.dedupe_key > n.dedupe_key || ':' AND s.dedupe_key < n.dedupe_key || ';' "
+            "AND s.notification_id = n.notification_id "
+            "WHERE n.notification_id = ? ORDER BY s.send_id",
+            (notification_id,),
         ).fetchall()
         return [
             SendRecord(
