@@ -143,6 +143,12 @@ def event_interest(clock: Callable[[], datetime] = utc_now) -> dict[str, Callabl
     }
 
 
+# Of those, the ones whose answer holds for a whole write transaction: which endpoints listen can
+# change only by an endpoint write, which clears the transaction's memo (as any rollback does). The
+# milestone campaign's answer depends on the time, and on campaigns, which do not: asked per commit.
+STEADY_INTEREST = frozenset({"deliver_webhooks"})
+
+
 def _core_event_handlers() -> dict[str, dict[str, Any]]:
     return {
         "TierUpgraded": {"notify_tier_upgraded": notifications.notify_tier_upgraded},
@@ -186,6 +192,7 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
             on_commit=worker.wake if worker is not None else None,
             clock=clock,
             interested=bus_ref["bus"].interested,
+            steady=bus_ref["bus"].interest_is_steady,
         )
 
     uow_factory: Callable[..., UnitOfWork] = (
@@ -240,7 +247,9 @@ def bootstrap(settings: Settings | None = None, **overrides: Any) -> Application
 
         for event_name in PUBLISHED_EVENTS:
             event_handlers.setdefault(event_name, {})[HANDLER_NAME] = publisher
-    bus = MessageBus(uow_factory, command_handlers, event_handlers, interest=event_interest(clock))
+    bus = MessageBus(
+        uow_factory, command_handlers, event_handlers, interest=event_interest(clock), steady_interest=STEADY_INTEREST
+    )
     bus_ref["bus"] = bus
     worker = OutboxWorker(
         bus,

@@ -66,3 +66,28 @@ def test_a_rolled_back_change_to_the_endpoints_is_forgotten_with_it(app: Applica
     outcomes = run_group(app, [purchase(app, "first"), disable_then_fail, purchase(app, "second")])
     assert outcomes == [True, False, True]
     assert members_with_webhook_rows(app) == {"first", "second"}  # ... and forgotten on rollback
+
+
+def test_a_steady_answer_is_asked_once_per_group_and_a_changing_one_at_every_commit(app: Application) -> None:
+    asked: list[tuple[str, str]] = []
+    for name in ("deliver_webhooks", "award_milestone_bonus"):
+        real = app.bus.interest[name]
+        app.bus.interest[name] = lambda uow, event, real=real, name=name: (
+            asked.append((name, event)) or real(uow, event)
+        )
+    # Five first purchases of 100.00 (10 points each): PointsEarned each; no milestone is crossed.
+    assert run_group(app, [purchase(app, f"m{n}") for n in range(5)]) == [True] * 5
+    assert asked == [("deliver_webhooks", "PointsEarned")]
+    asked.clear()
+    # Three members crossing the 100-point milestone (1 000.00 each): the milestone campaign, whose
+    # answer depends on the time, is asked at every commit.
+    jobs = [
+        (
+            lambda m=m: app.bus.handle(
+                RecordTransaction(member_id=m, amount=Decimal("1000.00"), transaction_type="purchase")
+            )
+        )
+        for m in ("big1", "big2", "big3")
+    ]
+    assert run_group(app, jobs) == [True] * 3
+    assert [a for a in asked if a[0] == "award_milestone_bonus"] == [("award_milestone_bonus", "MilestonesReached")] * 3

@@ -28,6 +28,7 @@ class MessageBus:
         command_handlers: Mapping[type[Command], CommandHandler],
         event_handlers: Mapping[str, Mapping[str, EventHandler]],
         interest: Mapping[str, Interest] | None = None,
+        steady_interest: frozenset[str] = frozenset(),
     ) -> None:
         self.uow_factory = uow_factory
         self.command_handlers = dict(command_handlers)
@@ -37,6 +38,10 @@ class MessageBus:
         # transaction). A subscriber with nothing to do (no webhook endpoint listens) gets no outbox
         # row: a bulk import posts 100 000s of PointsEarned events.
         self.interest = dict(interest or {})
+        # Subscribers whose answer holds for a whole write transaction (whatever could change it
+        # ends the transaction's memo): asked once per transaction rather than once per commit.
+        self.steady_interest = steady_interest
+        self._steady: dict[str, bool] = {}
 
     def handle(self, command: Command) -> Any:
         handler = self.command_handlers.get(type(command))
@@ -52,6 +57,16 @@ class MessageBus:
         """False when the subscriber declared that it has nothing to do with such an event now."""
         wants = self.interest.get(handler_name)
         return wants is None or wants(uow, event_name)
+
+    def interest_is_steady(self, event_name: str) -> bool:
+        """Whether which subscribers want an event of this name can change only with what ends a
+        write transaction's memo: every subscriber either always wants it or is steady."""
+        steady = self._steady.get(event_name)
+        if steady is None:
+            steady = self._steady[event_name] = all(
+                name not in self.interest or name in self.steady_interest for name in self.subscribers(event_name)
+            )
+        return steady
 
     def handle_event(self, handler_name: str, event: Event, uow: UnitOfWork) -> None:
         """Run one subscriber inside the caller's unit of work (which the caller commits)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from accrue.adapters.sqlite.campaigns import SqliteCampaignRepository
 from accrue.adapters.sqlite.codec import event_payload
@@ -85,12 +85,16 @@ class SqliteUnitOfWork(UnitOfWork):
         on_commit: Callable[[], None] | None = None,
         clock: Callable[[], datetime] | None = None,
         interested: Callable[[str, str, UnitOfWork], bool] | None = None,
+        steady: Callable[[str], bool] | None = None,
     ) -> None:
         super().__init__()
         self.db = db
         self.subscribers = subscribers
         # (handler, event name, uow) -> False when that subscriber has nothing to do with it now.
         self.interested = interested
+        # event name -> whether the answer of ``interested`` holds for the whole write transaction
+        # (it is then kept in the transaction's memo, which any rollback or endpoint change clears).
+        self.steady = steady
         self.readonly = readonly
         self.on_commit = on_commit
         # The application's clock (outbox due times must agree with the worker's notion of now).
@@ -162,11 +166,18 @@ class SqliteUnitOfWork(UnitOfWork):
             self.on_commit()
 
     def _wanted_by(self, event_name: str) -> Sequence[str]:
-        """The subscribers that want an event of this name, asked once per commit."""
+        """The subscribers that want an event of this name, asked once per commit, or once per
+        write transaction when the answer is steady (most postings' PointsEarned)."""
+        memo = self._unit.group.memo if self._unit is not None and self.steady is not None else None
+        if memo is not None:
+            known = memo.get(("wanted_by", event_name))
+            if known is not None:
+                return cast(Sequence[str], known)
         handlers = self.subscribers(event_name)
-        if self.interested is None:
-            return handlers
-        return [h for h in handlers if self.interested(h, event_name, self)]
+        wanted = handlers if self.interested is None else [h for h in handlers if self.interested(h, event_name, self)]
+        if memo is not None and self.steady is not None and self.steady(event_name):
+            memo[("wanted_by", event_name)] = tuple(wanted)
+        return wanted
 
     def rollback(self) -> None:
         unit, self._unit = self._unit, None
