@@ -143,3 +143,28 @@ def test_the_write_routes_are_called_directly_and_health_is_left_to_fastapi() ->
     # GET /health returns a dict that FastAPI validates and encodes: unchanged, it is the baseline.
     health = next(r for r in system.api.routes if r.path == "/health")  # type: ignore[attr-defined]
     assert direct._plan(health) is None
+
+
+def test_every_module_route_is_declared_on_the_application_itself_once(tmp_path: Path) -> None:
+    """Routes are added to the application's router (``add_routes``), not included behind a branch
+    that FastAPI matches twice per request; each keeps its route class, responses and name."""
+    from fastapi.routing import APIRoute
+
+    from accrue.entrypoints.api.app import ROUTERS
+    from accrue.entrypoints.api.idempotency import IdempotentRoute
+
+    application = bootstrap(make_settings(tmp_path))
+    try:
+        app = create_app(application)
+        served = [r for r in app.router.routes if isinstance(r, APIRoute)]
+        documentation = {app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url, app.redoc_url}
+        assert all(isinstance(r, APIRoute) or getattr(r, "path", None) in documentation for r in app.router.routes)
+        declared = [r for module in ROUTERS for r in module.api.routes if isinstance(r, APIRoute)]
+        assert [(r.path, sorted(r.methods), r.name) for r in served] == [
+            (r.path, sorted(r.methods), r.name) for r in declared
+        ]
+        assert all(type(r) is type(d) and r.responses == d.responses for r, d in zip(served, declared, strict=True))
+        assert sum(type(r) is IdempotentRoute for r in served) > len(served) // 2
+        assert all(r.dependency_overrides_provider is app for r in served)
+    finally:
+        application.close()
