@@ -65,6 +65,51 @@ def test_a_failing_migration_leaves_nothing_behind_and_is_retried_next_time(
     db.close()
 
 
+def test_the_rebuilt_outbox_and_sends_keep_their_rows_and_rules_without_a_temporary_table_per_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0364 rebuilds two tables to state their checks as comparisons (SQLite builds a
+    temporary b-tree per row for ``IN`` with three values or more): rows written before it are kept,
+    the rules still hold, and no write of the pipeline builds such a b-tree any more."""
+    from importlib import resources
+
+    earlier = tmp_path / "before_0364"
+    earlier.mkdir()
+    (earlier / "__init__.py").write_text("")
+    for migration in resources.files(database_module.MIGRATIONS_PACKAGE).iterdir():
+        if migration.name.endswith(".sql") and migration.name < "0364":
+            (earlier / migration.name).write_text(migration.read_text(encoding="utf-8"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(database_module, "MIGRATIONS_PACKAGE", "before_0364")
+    db = Database(tmp_path / "r.db")
+    db.migrate()
+    outbox_row = (7, "evt_1", "TierUpgraded", "notify", "{}", "dead", 5, 1.5, "boom", "t0", "t1")
+    send_row = (3, "evt_1:tier_upgrade:sms", "ntf_1", "ada", "sms", "skipped", "no sms address", 0, None, "t0", "t0")
+    with db.write() as conn:
+        conn.execute("INSERT INTO outbox VALUES (?,?,?,?,?,?,?,?,?,?,?)", outbox_row)
+        conn.execute("INSERT INTO notification_sends VALUES (?,?,?,?,?,?,?,?,?,?,?)", send_row)
+    monkeypatch.setattr(database_module, "MIGRATIONS_PACKAGE", "accrue.adapters.sqlite.migrations")
+    assert "0364_checks_without_in_lists" in db.migrate()
+    conn = db.connection()
+    assert [tuple(r) for r in conn.execute("SELECT * FROM outbox")] == [outbox_row]
+    assert [tuple(r) for r in conn.execute("SELECT * FROM notification_sends")] == [send_row]
+    with pytest.raises(sqlite3.IntegrityError), db.write() as writer:
+        writer.execute("UPDATE outbox SET status = 'lost' WHERE message_id = 7")
+    with pytest.raises(sqlite3.IntegrityError), db.write() as writer:
+        writer.execute("UPDATE notification_sends SET channel = 'fax' WHERE send_id = 3")
+    statements = [
+        "INSERT INTO outbox (event_id, event_name, handler, payload, available_at, created_at, updated_at) "
+        "VALUES ('e', 'n', 'h', '{}', 0, 't', 't')",
+        "UPDATE outbox SET status = 'done' WHERE message_id = 7",
+        "INSERT INTO notification_sends (dedupe_key, notification_id, user_id, channel, status, created_at, "
+        "updated_at) VALUES ('k', 'n', 'u', 'push', 'sent', 't', 't')",
+    ]
+    for sql in statements:
+        opcodes = [row[1] for row in conn.execute("EXPLAIN " + sql)]
+        assert "OpenEphemeral" not in opcodes, sql
+    db.close()
+
+
 def test_the_database_runs_in_wal_mode_with_full_sync_unless_configured(tmp_path: Path) -> None:
     full = Database(tmp_path / "f.db")
     assert full.connection().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
