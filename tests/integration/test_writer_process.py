@@ -33,6 +33,7 @@ from accrue.entrypoints.writer import (
     HEADER,
     IN_FLIGHT,
     MAX_FRAME_BYTES,
+    MIN_WAVE,
     READY,
     WAKE,
     FrameReader,
@@ -159,14 +160,15 @@ def test_writes_are_grouped_in_two_waves_of_half_of_those_in_flight(app: Applica
     assert [len(wave) for wave in waves] == [8, 8]
     assert [r[0] for wave in waves for r in wave] == request_ids
     assert all(ok for wave in waves for _, ok, _ in wave)
-    # Few in flight: no wave smaller than MIN_WAVE is split off (a commit each would cost more).
+    # Fewer in flight: no wave smaller than MIN_WAVE (8) is split off (a commit each would cost more).
+    assert MIN_WAVE == 8
+    writer.send(*(purchase(f"v{i}", "10.00") for i in range(12)), in_flight=12)
+    assert [len(wave) for wave in writer.frames(12)] == [8, 4]
     writer.send(*(purchase(f"v{i}", "10.00") for i in range(6)), in_flight=6)
-    assert [len(wave) for wave in writer.frames(6)] == [4, 2]
-    writer.send(*(purchase(f"v{i}", "10.00") for i in range(3)), in_flight=3)
-    assert [len(wave) for wave in writer.frames(3)] == [3]
+    assert [len(wave) for wave in writer.frames(6)] == [6]
     with app.bus.uow_factory(readonly=True) as uow:
         balances = {m.user_id: m.balance for m in uow.members.get_many([f"v{i}" for i in range(16)])}
-    assert balances == {f"v{i}": 3 if i < 3 else 2 if i < 6 else 1 for i in range(16)}
+    assert balances == {f"v{i}": 3 if i < 6 else 2 if i < 12 else 1 for i in range(16)}
 
 
 def test_idempotency_steps_run_in_the_writer_like_any_write(app: Application, writer: Peer) -> None:

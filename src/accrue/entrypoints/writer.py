@@ -48,8 +48,11 @@ READY = "ready"
 WAKE = 0
 IN_FLIGHT = -1
 # The smallest group that ``wave_size`` splits off: below it, a commit (an fsync) per wave costs
-# more than the overlap gains.
-MIN_WAVE = 4
+# more than the overlap gains. With 4, writes arriving a few at a time were committed four or five
+# to a group (a commit is ~0.45 ms of this process's time here, a write ~0.3 ms); 8, 12 and 16
+# compared in alternating runs of bench/api_bench.py's 16-connection case: 8 is best
+# (docs/PERFORMANCE.md), 16 never splits and brings back the lock step.
+MIN_WAVE = 8
 
 
 def frame(message: Any) -> bytes:
