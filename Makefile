@@ -48,9 +48,9 @@ test: install lint typecheck imports check infra-tools
 
 # -- Benchmarks (docs/PERFORMANCE.md). `bench` runs them all; each feature adds its own target as
 # a prerequisite of `bench`. wrk, the HTTP load generator, comes from Debian.
-.PHONY: bench bench-deps bench-ledger bench-api bench-api-cost bench-pipeline bench-payout bench-ingest \
+.PHONY: bench bench-deps bench-ledger bench-api bench-api-cost bench-writer bench-pipeline bench-payout bench-ingest \
 	bench-webhooks bench-campaigns bench-lambda-init
-bench: bench-ledger bench-api bench-api-cost bench-pipeline bench-payout bench-ingest bench-webhooks \
+bench: bench-ledger bench-api bench-api-cost bench-writer bench-pipeline bench-payout bench-ingest bench-webhooks \
 	bench-campaigns bench-lambda-init
 
 bench-deps:
@@ -64,6 +64,9 @@ bench-api: install bench-deps
 
 bench-api-cost: install
 	$(BIN)/python bench/api_cost_bench.py
+
+bench-writer: install
+	$(BIN)/python bench/writer_bench.py
 
 bench-pipeline: install
 	$(BIN)/python bench/pipeline_bench.py

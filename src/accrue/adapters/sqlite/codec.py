@@ -22,8 +22,9 @@ def iso(dt: datetime) -> str:
     if last is not None and last[0] is dt:
         return last[1]
     utc = dt if dt.tzinfo is UTC else dt.astimezone(UTC)
-    # isoformat, not strftime("%Y-%m-%dT%H:%M:%S.%fZ"): the same text (a test checks), a third of the CPU.
-    text = utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # isoformat, not strftime("%Y-%m-%dT%H:%M:%S.%fZ"): the same text (a test checks), less CPU. In
+    # UTC it always ends "+00:00".
+    text = utc.isoformat(timespec="microseconds")[:-6] + "Z"
     _last_iso = (dt, text)
     return text
 
