@@ -84,7 +84,8 @@ def one_transaction_per_posting(app: Application, count: int) -> float:
 
 
 def bulk_import(app: Application, folder: Path, rows: int, round_number: int) -> tuple[float, float]:
-    """(postings/s of the import, events/s of the outbox drain that follows it)."""
+    """(postings/s of the import, events/s of the outbox drain that follows it, notification sends
+    included)."""
     ids = member_ids()
     path = folder / f"awards-{round_number}.csv"
     with path.open("w", encoding="utf-8") as fh:
@@ -96,6 +97,9 @@ def bulk_import(app: Application, folder: Path, rows: int, round_number: int) ->
     assert report.awarded == rows, report
     pending = app.bus.query(lambda uow: uow.outbox.pending_count())
     app.worker.drain()
+    # With every channel local the outbox handlers send the notifications they store; queued ones
+    # (a channel on the network) are sent by the dispatcher: drained too, so both count the sends.
+    app.services["notification_dispatcher"].drain()
     drained = time.perf_counter()
     return rows / (imported - start), pending / (drained - imported)
 
@@ -181,7 +185,7 @@ def main() -> None:
     print(f"  one transaction per posting  {single:>10,.0f} postings/s  ({args.single} postings)")
     print(f"  bulk import (award_chunk)    {bulk:>10,.0f} postings/s  = {bulk / single:,.1f} x single")
     print(f"  raw sqlite3 executemany      {raw:>10,.0f} rows/s      bulk = {bulk / raw:.2f} x raw")
-    print(f"  outbox drain after import    {drain:>10,.0f} events/s")
+    print(f"  outbox drain after import    {drain:>10,.0f} events/s (notification sends included)")
     goal = bulk >= 20_000 and bulk >= 0.3 * raw
     print(f"  goal bulk >= 20 000/s and >= 0.3 x raw: {'met' if goal else 'MISSED'}")
     print(json.dumps(results))
