@@ -92,7 +92,7 @@ class OutboxWorker(PollingWorker):
                 if not due:
                     return handled
                 for message in due:
-                    self._handle(message.message_id, message)
+                    self._process(message.message_id, read=message)
                     handled += 1
                     if time.monotonic() >= deadline or interrupted():
                         return handled
@@ -122,10 +122,7 @@ class OutboxWorker(PollingWorker):
         (not pending: handled already), "retry" (failed, attempts left) or "dead" (failed for good)."""
         return self._process(message_id)
 
-    def _process(self, message_id: int) -> str:
-        return self._handle(message_id, None)
-
-    def _handle(self, message_id: int, read: OutboxMessage | None) -> str:
+    def _process(self, message_id: int, read: OutboxMessage | None = None) -> str:
         """Handle one message; ``read``: the message as read in the caller's open write transaction
         (else it is read here)."""
         error: str | None = None

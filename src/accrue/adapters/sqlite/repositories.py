@@ -573,17 +573,13 @@ class SqliteOutboxRepository(OutboxRepository):
         )
 
     def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[OutboxMessage]:
-        rows = self.conn.execute(
-            "SELECT * FROM outbox WHERE status = 'pending' AND available_at <= ? ORDER BY available_at, message_id "
-            "LIMIT ?",
-            (now.timestamp(), limit),
-        ).fetchall()
-        if rows:
+        messages = self.due(now, limit)
+        if messages:
             self.conn.executemany(
                 "UPDATE outbox SET available_at = ? WHERE message_id = ?",
-                [(now.timestamp() + lease_seconds, r["message_id"]) for r in rows],
+                [(now.timestamp() + lease_seconds, m.message_id) for m in messages],
             )
-        return [_outbox(r) for r in rows]
+        return messages
 
     def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
         # In the order of the partial index outbox_due (due time, then message id): no sort.

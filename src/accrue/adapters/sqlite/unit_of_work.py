@@ -168,14 +168,15 @@ class SqliteUnitOfWork(UnitOfWork):
     def _wanted_by(self, event_name: str) -> Sequence[str]:
         """The subscribers that want an event of this name, asked once per commit, or once per
         write transaction when the answer is steady (most postings' PointsEarned)."""
-        memo = self._unit.group.memo if self._unit is not None and self.steady is not None else None
+        steady = self._unit is not None and self.steady is not None and self.steady(event_name)
+        memo = self._unit.group.memo if steady and self._unit is not None else None
         if memo is not None:
             known = memo.get(("wanted_by", event_name))
             if known is not None:
                 return cast(Sequence[str], known)
         handlers = self.subscribers(event_name)
         wanted = handlers if self.interested is None else [h for h in handlers if self.interested(h, event_name, self)]
-        if memo is not None and self.steady is not None and self.steady(event_name):
+        if memo is not None:
             memo[("wanted_by", event_name)] = tuple(wanted)
         return wanted
 
